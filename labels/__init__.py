@@ -1,0 +1,1 @@
+"""Label data structures (ISBT 128) and label rendering helpers."""

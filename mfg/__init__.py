@@ -1,0 +1,35 @@
+"""MFG: manufacturing execution system for autologous cell therapy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from mfg import config
+from mfg.db import make_engine, make_session_factory
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Application factory: configuration from the environment, overridden by ``test_config``."""
+    settings = config.from_environment()
+    if test_config:
+        settings.update(test_config)
+    app = Flask(
+        __name__,
+        instance_path=settings["INSTANCE_PATH"],
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder="static",
+    )
+    app.config.update(settings)
+    engine = make_engine(app.config["DATABASE_URL"])
+    app.extensions["mfg.engine"] = engine
+    app.extensions["mfg.sessions"] = make_session_factory(engine)
+
+    from mfg.web import init_web
+
+    init_web(app)
+    return app

@@ -1,0 +1,3 @@
+from mfg.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""Database-enforced immutability, used by migrations: the trail is append-only, GMP rows are never deleted.
+
+Kept as plain SQL per dialect so a migration states exactly what the database enforces.
+"""
+
+from __future__ import annotations
+
+PG_FUNCTION = """
+CREATE OR REPLACE FUNCTION mfg_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% on % is not allowed: GMP records are append-only (%)', TG_OP, TG_TABLE_NAME, TG_ARGV[0]
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$
+"""
+
+
+def append_only(dialect: str, table: str) -> list[str]:
+    """Refuse UPDATE, DELETE (and TRUNCATE on PostgreSQL) on ``table``."""
+    if dialect == "sqlite":
+        return [
+            f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, 'UPDATE on {table} is not allowed: the audit trail is append-only'); "
+            "END",
+            f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, 'DELETE on {table} is not allowed: the audit trail is append-only'); "
+            "END",
+        ]
+    if dialect == "postgresql":
+        return [
+            PG_FUNCTION,
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION mfg_refuse_change('the audit trail is append-only')",
+            # Row triggers do not fire on TRUNCATE.
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION mfg_refuse_change('the audit trail is append-only')",
+        ]
+    raise NotImplementedError(f"no append-only triggers for {dialect}")
+
+
+def never_deleted(dialect: str, table: str) -> list[str]:
+    """GMP rows are voided or deactivated by new events, never deleted."""
+    if dialect == "sqlite":
+        return [
+            f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, 'DELETE on {table} is not allowed: "
+            f"GMP records are voided, not deleted'); END",
+        ]
+    if dialect == "postgresql":
+        return [
+            PG_FUNCTION,
+            f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION mfg_refuse_change('GMP records are voided, not deleted')",
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION mfg_refuse_change('GMP records are voided, not deleted')",
+        ]
+    raise NotImplementedError(f"no delete triggers for {dialect}")
+
+
+def drop_triggers(dialect: str, table: str) -> list[str]:
+    names = [f"{table}_no_update", f"{table}_no_delete", f"{table}_append_only", f"{table}_no_truncate"]
+    if dialect == "sqlite":
+        return [f"DROP TRIGGER IF EXISTS {name}" for name in names]
+    return [f"DROP TRIGGER IF EXISTS {name} ON {table}" for name in names]

@@ -1,0 +1,195 @@
+"""The `mfg` command: database set-up, the terminal server, accounts and the audit check.
+
+Every command uses MFG_DATABASE_URL when it is set, else the SQLite file in the instance folder.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+
+import click
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from mfg import PROJECT_ROOT
+from mfg import config as mfg_config
+from mfg.db import make_engine, make_session_factory, session_scope
+from mfg.errors import Refusal
+
+
+def _actor() -> str:
+    # Commands run by a system administrator at the server; the OS account is who acted.
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    cfg = AlembicConfig(str(PROJECT_ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade_database(url: str) -> None:
+    alembic_command.upgrade(alembic_config(url), "head")
+
+
+def database_is_current(engine: Engine, url: str) -> bool:
+    heads = set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads()) == heads
+
+
+def _engine() -> tuple[str, Engine]:
+    url = mfg_config.database_url()
+    return url, make_engine(url)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group(help="Manufacturing execution system for autologous cell therapy.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Create the database or upgrade it to the latest migration (safe to repeat).")
+def init() -> None:
+    url, engine = _engine()
+    upgrade_database(url)
+    click.echo(f"database ready at revision head ({engine.url.render_as_string(hide_password=True)})")
+
+
+@main.command(help="Run the terminal server (waitress).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int)
+@click.option(
+    "--demo", is_flag=True, help="Initialise the database and seed demo users, sites and a subject."
+)
+def serve(host: str, port: int, threads: int, demo: bool) -> None:
+    import waitress
+
+    from mfg import create_app
+
+    url, engine = _engine()
+    if demo:
+        upgrade_database(url)
+        from mfg.demo import DEMO_PASSWORD, seed_demo
+
+        with session_scope(make_session_factory(engine)) as session:
+            users = seed_demo(session, _actor())
+        click.echo(
+            "Demo data ready. Sign in with any of these usernames, password " + repr(DEMO_PASSWORD) + ":"
+        )
+        for username, role in users:
+            click.echo(f"  {username:<12} {role}")
+    elif not database_is_current(engine, url):
+        _fail("the database is not initialised or not at the latest migration: run `mfg init` first")
+    app = create_app()
+    click.echo(f"MFG terminal on http://{host}:{port}/  (Ctrl+C stops it)")
+    waitress.serve(app, host=host, port=port, threads=threads, ident="mfg")
+
+
+@main.group(help="Accounts: add and deactivate. Accounts are never deleted.")
+def user() -> None:
+    pass
+
+
+@user.command("add")
+@click.argument("username")
+@click.option("--name", "full_name", required=True, help="Full name, printed with every signature.")
+@click.option("--role", required=True, help="One of the roles (technician, supervisor, qa, ... admin).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def user_add(username: str, full_name: str, role: str, password_stdin: bool) -> None:
+    from mfg.identity import service as identity_service
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    _url, engine = _engine()
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            created = identity_service.create_user(
+                session, _actor(), username=username, full_name=full_name, role=role, password=password
+            )
+            click.echo(f"account {created.username} ({created.role}) created")
+    except Refusal as exc:
+        _fail(exc.message)
+
+
+@user.command("deactivate")
+@click.argument("username")
+@click.option("--reason", default="deactivated by an administrator", show_default=True)
+def user_deactivate(username: str, reason: str) -> None:
+    from mfg.identity import service as identity_service
+
+    _url, engine = _engine()
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            identity_service.deactivate_user(session, _actor(), username, reason)
+    except Refusal as exc:
+        _fail(exc.message)
+    click.echo(f"account {username} deactivated (kept on record; the username is never reused)")
+
+
+@main.group(help="Sites: the manufacturing facility and clinical sites.")
+def site() -> None:
+    pass
+
+
+@site.command("add")
+@click.argument("code")
+@click.option("--name", required=True)
+@click.option("--kind", type=click.Choice(["clinical", "manufacturing"]), required=True)
+@click.option("--address", required=True, help="Postal address as printed on labels (use \\n for new lines).")
+@click.option("--facility-id", default=None, help="ISBT 128 facility id (manufacturing facility).")
+def site_add(code: str, name: str, kind: str, address: str, facility_id: str | None) -> None:
+    from mfg.study import service as study_service
+
+    _url, engine = _engine()
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            study_service.create_site(
+                session,
+                _actor(),
+                code=code,
+                name=name,
+                kind=kind,
+                address=address.replace("\\n", "\n"),
+                isbt_facility_id=facility_id,
+            )
+    except Refusal as exc:
+        _fail(exc.message)
+    click.echo(f"site {code.upper()} added")
+
+
+@main.group(help="The audit trail.")
+def audit() -> None:
+    pass
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Recompute the hash chain and compare every audited row with its trail."""
+    from mfg.audit import service as audit_service
+
+    _url, engine = _engine()
+    session = make_session_factory(engine)()
+    try:
+        result = audit_service.verify(session)
+    finally:
+        session.close()
+    if not result.ok:
+        click.echo(f"audit trail BROKEN: {result.problem}")
+        sys.exit(1)
+    click.echo(f"audit trail intact: {result.events} events")

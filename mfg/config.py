@@ -1,0 +1,78 @@
+"""Configuration from the environment, with embedded defaults so a new user needs no server.
+
+MFG_DATABASE_URL      SQLAlchemy URL (default: SQLite file in the instance folder)
+MFG_SECRET_KEY        session signing key (default: generated once into the instance folder)
+MFG_INSTANCE_PATH     where the SQLite file and generated key live (default: ./instance)
+MFG_IDLE_TIMEOUT_MINUTES   idle session timeout at shared terminals (default 15)
+MFG_LOCKOUT_THRESHOLD      failed logins before an account locks (default 5)
+MFG_STUDY             study definition key in mfg/studies (default aamsc)
+MFG_ARGON2_TIME_COST / MFG_ARGON2_MEMORY_KIB / MFG_ARGON2_PARALLELISM   password hashing cost
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from mfg.identity.service import DEFAULT_LOCKOUT_THRESHOLD
+from mfg.study.definition import DEFAULT_STUDY
+
+DEFAULT_IDLE_TIMEOUT_MINUTES = 15
+
+
+def instance_path() -> Path:
+    return Path(os.environ.get("MFG_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
+
+
+def database_url(instance: Path | None = None) -> str:
+    url = os.environ.get("MFG_DATABASE_URL")
+    if url:
+        return url
+    folder = instance or instance_path()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mfg.sqlite3'}"
+
+
+def _secret_key(instance: Path) -> str:
+    key = os.environ.get("MFG_SECRET_KEY")
+    if key:
+        return key
+    instance.mkdir(parents=True, exist_ok=True)
+    key_file = instance / "secret_key"
+    if not key_file.exists():
+        key_file.touch(mode=0o600)
+        key_file.write_text(secrets.token_hex(32))
+    return key_file.read_text().strip()
+
+
+def _int_env(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from exc
+    if not low <= value <= high:
+        raise SystemExit(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def from_environment() -> dict[str, Any]:
+    instance = instance_path()
+    return {
+        "INSTANCE_PATH": str(instance),
+        "DATABASE_URL": database_url(instance),
+        "SECRET_KEY": _secret_key(instance),
+        "IDLE_TIMEOUT_MINUTES": _int_env(
+            "MFG_IDLE_TIMEOUT_MINUTES", DEFAULT_IDLE_TIMEOUT_MINUTES, 1, 24 * 60
+        ),
+        "LOCKOUT_THRESHOLD": _int_env("MFG_LOCKOUT_THRESHOLD", DEFAULT_LOCKOUT_THRESHOLD, 1, 100),
+        "STUDY": os.environ.get("MFG_STUDY", DEFAULT_STUDY),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "WTF_CSRF_TIME_LIMIT": None,  # the idle timeout ends sessions; a token must not expire mid-step
+        "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    }

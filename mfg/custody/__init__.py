@@ -1,0 +1,1 @@
+"""Containers, their lineage, DIN allocation and (later) hand-offs."""

@@ -1,0 +1,273 @@
+"""Accounts, logins and e-signatures. Every function writes its audit events; none commits."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mfg.audit import service as audit_service
+from mfg.db import utcnow
+from mfg.errors import NotFound, PermissionRefused, Refusal, SignatureRefused, ValidationRefused
+from mfg.identity import passwords, rules
+from mfg.identity.models import Signature, User
+
+DEFAULT_LOCKOUT_THRESHOLD = 5
+USERNAME_PATTERN = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
+
+
+class LoginRefused(Refusal):
+    """Login refused; the wording never tells an attacker whether the username exists."""
+
+
+def get_user(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"no account named {username!r}", entity_type="user_account")
+    return user
+
+
+def create_user(
+    session: Session, actor: str, *, username: str, full_name: str, role: str, password: str
+) -> User:
+    username = username.strip()
+    if not USERNAME_PATTERN.match(username):
+        raise ValidationRefused(
+            f"username {username!r} is not allowed: use 2-64 lower-case letters, digits, '.', '_' or '-', "
+            "starting with a letter",
+            entity_type="user_account",
+        )
+    if role not in rules.ROLES:
+        raise ValidationRefused(
+            f"unknown role {role!r}: choose one of {', '.join(rules.ROLES)}", entity_type="user_account"
+        )
+    if not full_name.strip():
+        raise ValidationRefused(
+            "the full name is required: it is printed with every signature", entity_type="user_account"
+        )
+    problem = passwords.password_problem(password)
+    if problem:
+        raise ValidationRefused(problem, entity_type="user_account")
+    if session.scalar(select(func.count()).select_from(User).where(User.username == username)):
+        raise ValidationRefused(
+            f"username {username!r} already exists: accounts are never reused", entity_type="user_account"
+        )
+    user = User(
+        username=username,
+        full_name=full_name.strip(),
+        role=role,
+        password_hash=passwords.hash_password(password),
+        active=True,
+        failed_logins=0,
+        locked=False,
+        created_at=utcnow(),
+    )
+    return audit_service.create(session, actor, user)
+
+
+def deactivate_user(session: Session, actor: str, username: str, reason: str) -> User:
+    user = get_user(session, username)
+    if not user.active:
+        raise ValidationRefused(
+            f"{username} is already deactivated", entity_type="user_account", entity_id=str(user.id)
+        )
+    audit_service.update(session, actor, user, reason=reason, action="deactivate", active=False)
+    return user
+
+
+def unlock_user(session: Session, actor: str, username: str, reason: str) -> User:
+    user = get_user(session, username)
+    if not user.locked:
+        raise ValidationRefused(
+            f"{username} is not locked", entity_type="user_account", entity_id=str(user.id)
+        )
+    audit_service.update(session, actor, user, reason=reason, action="unlock", locked=False, failed_logins=0)
+    return user
+
+
+def register_failed_password(
+    session: Session,
+    user_id: int | None,
+    attempted_username: str,
+    where: str,
+    threshold: int = DEFAULT_LOCKOUT_THRESHOLD,
+) -> None:
+    """Count a wrong password (login or signature); lock the account at the threshold. Always recorded."""
+    user = session.get(User, user_id) if user_id is not None else None
+    if user is None:
+        audit_service.record_event(
+            session,
+            actor=attempted_username or "(blank)",
+            action="login_failed",
+            entity_type="user_account",
+            entity_id="",
+            detail={"username": attempted_username, "where": where, "why": "unknown username"},
+        )
+        return
+    count = user.failed_logins + 1
+    locking = count >= threshold and not user.locked
+    audit_service.update(
+        session,
+        user.username,
+        user,
+        action="lockout" if locking else "login_failed",
+        reason=f"wrong password at {where}" + (f": {count} failures, account locked" if locking else ""),
+        detail={"where": where},
+        failed_logins=count,
+        locked=user.locked or locking,
+    )
+
+
+def _refuse_password(
+    user: User | None, username: str, where: str, threshold: int, message: str, refusal_type: type[Refusal]
+) -> Refusal:
+    refusal = refusal_type(message, entity_type="user_account", entity_id=str(user.id) if user else "")
+    user_id = user.id if user else None
+
+    def count_failure(session: Session) -> None:
+        register_failed_password(session, user_id, username, where, threshold)
+
+    refusal.after_rollback.append(count_failure)
+    refusal.record = False  # the failure event says it all
+    return refusal
+
+
+def authenticate(
+    session: Session,
+    username: str,
+    password: str,
+    *,
+    threshold: int = DEFAULT_LOCKOUT_THRESHOLD,
+    where: str = "login",
+) -> User:
+    """Check a login. On success the failure counter resets; on failure it is counted after rollback."""
+    user = session.scalar(select(User).where(User.username == username.strip()))
+    if user is not None and user.locked:
+        refusal = LoginRefused(
+            f"account {user.username} is locked after repeated failed logins: "
+            "ask an administrator to unlock it",
+            entity_type="user_account",
+            entity_id=str(user.id),
+        )
+        raise refusal
+    if user is not None and not user.active:
+        raise LoginRefused(
+            f"account {user.username} is deactivated", entity_type="user_account", entity_id=str(user.id)
+        )
+    if user is None or not passwords.password_matches(user.password_hash, password):
+        raise _refuse_password(
+            user, username, where, threshold, "username or password is wrong", LoginRefused
+        )
+    audit_service.update(
+        session,
+        user.username,
+        user,
+        action="login",
+        reason="successful login",
+        detail={"where": where},
+        failed_logins=0,
+        last_login_at=utcnow(),
+    )
+    return user
+
+
+# --- e-signatures ---------------------------------------------------------------------------------------
+
+
+def signed_content(obj: Any) -> dict[str, Any]:
+    fields = audit_service.snapshot(obj)
+    chosen = getattr(type(obj), "__signed_fields__", None)
+    return {k: fields[k] for k in chosen} if chosen else fields
+
+
+def sign(
+    session: Session,
+    signer: User,
+    password: str,
+    meaning: str,
+    obj: Any,
+    *,
+    comment: str | None = None,
+    threshold: int = DEFAULT_LOCKOUT_THRESHOLD,
+) -> Signature:
+    """Apply an e-signature. The password is asked again every time (Part 11 §11.200)."""
+    rules.require_gmp_actor(signer.role)
+    if meaning not in rules.MEANINGS:
+        raise ValidationRefused(f"unknown signature meaning {meaning!r}")
+    if not signer.active or signer.locked:
+        raise SignatureRefused(f"account {signer.username} cannot sign: it is locked or deactivated")
+    if not password:
+        raise SignatureRefused("enter your password to sign", entity_type="signature")
+    if not passwords.password_matches(signer.password_hash, password):
+        raise _refuse_password(
+            signer,
+            signer.username,
+            f"{meaning} signature",
+            threshold,
+            f"password for {signer.username} is wrong: not signed",
+            SignatureRefused,
+        )
+    session.flush()
+    entity_type = audit_service.entity_type_of(obj)
+    entity_id = audit_service.entity_id_of(obj)
+    signature = Signature(
+        signer_id=signer.id,
+        printed_name=signer.full_name,
+        signer_role=signer.role,
+        signed_at=utcnow(),
+        meaning=meaning,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        content_sha256=rules.content_sha256(entity_type, entity_id, signed_content(obj)),
+        comment=comment,
+    )
+    return audit_service.create(session, signer.username, signature)
+
+
+def find_signer(session: Session, username: str) -> User:
+    """The second person at a shared terminal identifies by username and password, not by the session."""
+    user = session.scalar(select(User).where(User.username == username.strip()))
+    if user is None:
+        raise SignatureRefused(f"no account named {username!r} to sign with")
+    return user
+
+
+@dataclass(frozen=True)
+class SignatureView:
+    signature: Signature
+    valid: bool
+    why: str
+
+
+def signature_status(session: Session, signature: Signature) -> SignatureView:
+    model = audit_service.audited_models().get(signature.entity_type)
+    if model is None:
+        return SignatureView(signature, False, f"signed record type {signature.entity_type} is unknown")
+    obj = audit_service.get_by_entity_id(session, model, signature.entity_id)
+    if obj is None:
+        return SignatureView(signature, False, "the signed record no longer exists")
+    now = rules.content_sha256(signature.entity_type, signature.entity_id, signed_content(obj))
+    if now != signature.content_sha256:
+        return SignatureView(signature, False, "the record has changed since it was signed")
+    return SignatureView(signature, True, "")
+
+
+def signatures_for(session: Session, obj: Any) -> list[SignatureView]:
+    sigs = session.scalars(
+        select(Signature)
+        .where(
+            Signature.entity_type == audit_service.entity_type_of(obj),
+            Signature.entity_id == audit_service.entity_id_of(obj),
+        )
+        .order_by(Signature.signed_at, Signature.id)
+    ).all()
+    return [signature_status(session, s) for s in sigs]
+
+
+def require_can_act(user: User) -> None:
+    rules.require_gmp_actor(user.role)
+    if not user.active:
+        raise PermissionRefused(f"account {user.username} is deactivated")

@@ -1,0 +1,1 @@
+"""Study definition, sites and subjects."""

@@ -1,0 +1,264 @@
+"""Study definitions: data files in the package, validated on load with errors that name the field.
+
+A second autologous study is a second TOML file, not new code.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from labels import isbt128
+
+DEFAULT_STUDY = "aamsc"
+
+
+class StudyDefinitionError(ValueError):
+    """The study file is wrong; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Dosing:
+    levels: tuple[float, ...]
+    first_dose: float
+    tolerance: float
+    min_volume_ml: float
+    max_volume_ml: float
+    volume_step_ml: float
+    max_count_cv: float
+    diluent: str
+    route: str
+
+
+@dataclass(frozen=True)
+class Schedule:
+    injections: int
+    interval_months: int
+    visit_window_days: int
+    first_injection_visit: int
+
+
+@dataclass(frozen=True)
+class Product:
+    product_description_code: str
+    collection_type: str
+    stability_hours: float
+    storage: str
+    post_thaw_recovery: float
+
+
+@dataclass(frozen=True)
+class Facility:
+    isbt_facility_id: str
+    site_code: str
+    time_zone: str
+
+
+@dataclass(frozen=True)
+class Release:
+    viability_min_percent: float
+    endotoxin_k_eu_per_kg: float
+
+
+@dataclass(frozen=True)
+class LabelTexts:
+    autologous: str
+    investigational: str
+    not_evaluated: str
+
+
+@dataclass(frozen=True)
+class StudyDefinition:
+    key: str
+    code: str
+    short_name: str
+    title: str
+    product_name: str
+    subject_id_pattern: str
+    subject_id_example: str
+    dosing: Dosing
+    schedule: Schedule
+    product: Product
+    facility: Facility
+    release: Release
+    labels: LabelTexts
+
+    def subject_id_problem(self, study_subject_id: str) -> str:
+        if not re.fullmatch(self.subject_id_pattern, study_subject_id):
+            return (
+                f"study subject id {study_subject_id!r} does not have this study's form "
+                f"(for example {self.subject_id_example})"
+            )
+        return ""
+
+
+class _Reader:
+    """Typed access to a TOML table that reports the dotted path of whatever is missing or wrong."""
+
+    def __init__(self, source: str, data: dict[str, Any], prefix: str = "") -> None:
+        self.source, self.data, self.prefix = source, data, prefix
+
+    def fail(self, key: str, problem: str) -> StudyDefinitionError:
+        return StudyDefinitionError(f"study definition {self.source}: {self.prefix}{key} {problem}")
+
+    def table(self, key: str) -> _Reader:
+        value = self.data.get(key)
+        if not isinstance(value, dict):
+            raise self.fail(key, "is missing (a [table] is required)")
+        return _Reader(self.source, value, f"{self.prefix}{key}.")
+
+    def text(self, key: str) -> str:
+        value = self.data.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, "must be a non-empty string")
+        return value
+
+    def number(self, key: str, *, low: float, high: float) -> float:
+        value = self.data.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, "must be a number")
+        if not low <= value <= high:
+            raise self.fail(key, f"is {value}, outside {low}..{high}")
+        return float(value)
+
+    def integer(self, key: str, *, low: int, high: int) -> int:
+        value = self.data.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, "must be a whole number")
+        if not low <= value <= high:
+            raise self.fail(key, f"is {value}, outside {low}..{high}")
+        return value
+
+
+def parse_definition(key: str, text: str, source: str = "") -> StudyDefinition:
+    source = source or f"{key}.toml"
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyDefinitionError(f"study definition {source}: not valid TOML: {exc}") from exc
+    top = _Reader(source, raw)
+    study = top.table("study")
+
+    dosing_t = top.table("dosing")
+    levels_raw = dosing_t.data.get("levels")
+    if not isinstance(levels_raw, list) or not levels_raw:
+        raise dosing_t.fail("levels", "must be a non-empty list of cell numbers")
+    if any(isinstance(v, bool) or not isinstance(v, int | float) or v <= 0 for v in levels_raw):
+        raise dosing_t.fail("levels", "must hold positive numbers only")
+    levels = tuple(sorted(float(v) for v in levels_raw))
+    if len(set(levels)) != len(levels):
+        raise dosing_t.fail("levels", "lists a dose level twice")
+    first = dosing_t.number("first_dose", low=1, high=1e12)
+    if first not in levels:
+        raise dosing_t.fail(
+            "first_dose", f"{first:g} is not one of the dose levels {[f'{v:g}' for v in levels]}"
+        )
+    min_ml = dosing_t.number("min_volume_ml", low=0.1, high=1000)
+    max_ml = dosing_t.number("max_volume_ml", low=0.1, high=1000)
+    if max_ml < min_ml:
+        raise dosing_t.fail("max_volume_ml", f"({max_ml:g}) is below min_volume_ml ({min_ml:g})")
+    dosing = Dosing(
+        levels=levels,
+        first_dose=first,
+        tolerance=dosing_t.number("tolerance", low=0.0, high=0.5),
+        min_volume_ml=min_ml,
+        max_volume_ml=max_ml,
+        volume_step_ml=dosing_t.number("volume_step_ml", low=0.001, high=max_ml),
+        max_count_cv=dosing_t.number("max_count_cv", low=0.0, high=1.0),
+        diluent=dosing_t.text("diluent"),
+        route=dosing_t.text("route"),
+    )
+
+    sched_t = top.table("schedule")
+    schedule = Schedule(
+        injections=sched_t.integer("injections", low=1, high=52),
+        interval_months=sched_t.integer("interval_months", low=0, high=24),
+        visit_window_days=sched_t.integer("visit_window_days", low=0, high=90),
+        first_injection_visit=sched_t.integer("first_injection_visit", low=1, high=100),
+    )
+
+    prod_t = top.table("product")
+    pdc = prod_t.text("product_description_code")
+    collection_type = prod_t.text("collection_type")
+    try:
+        isbt128.build_product_code(pdc, collection_type, "00")
+    except isbt128.InvalidCode as exc:
+        raise prod_t.fail(
+            "product_description_code", f"does not make an ISBT 128 product code: {exc}"
+        ) from exc
+    product = Product(
+        product_description_code=pdc,
+        collection_type=collection_type,
+        stability_hours=prod_t.number("stability_hours", low=0.5, high=24 * 365),
+        storage=prod_t.text("storage"),
+        post_thaw_recovery=prod_t.number("post_thaw_recovery", low=0.05, high=1.0),
+    )
+
+    fac_t = top.table("facility")
+    facility_id = fac_t.text("isbt_facility_id")
+    try:
+        isbt128.build_din(facility_id, 26, 1)
+    except isbt128.InvalidCode as exc:
+        raise fac_t.fail("isbt_facility_id", f"is not an ISBT 128 facility id: {exc}") from exc
+    zone = fac_t.text("time_zone")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise fac_t.fail("time_zone", f"{zone!r} is not a known time zone") from exc
+    facility = Facility(isbt_facility_id=facility_id, site_code=fac_t.text("site_code"), time_zone=zone)
+
+    rel_t = top.table("release")
+    release = Release(
+        viability_min_percent=rel_t.number("viability_min_percent", low=0, high=100),
+        endotoxin_k_eu_per_kg=rel_t.number("endotoxin_k_eu_per_kg", low=0.0, high=100.0),
+    )
+    lab_t = top.table("labels")
+    label_texts = LabelTexts(
+        autologous=lab_t.text("autologous"),
+        investigational=lab_t.text("investigational"),
+        not_evaluated=lab_t.text("not_evaluated"),
+    )
+    pattern = study.text("subject_id_pattern")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise study.fail("subject_id_pattern", f"is not a valid pattern: {exc}") from exc
+    example = study.text("subject_id_example")
+    if not re.fullmatch(pattern, example):
+        raise study.fail("subject_id_example", f"{example!r} does not match subject_id_pattern")
+    return StudyDefinition(
+        key=key,
+        code=study.text("code"),
+        short_name=study.text("short_name"),
+        title=study.text("title"),
+        product_name=study.text("product_name"),
+        subject_id_pattern=pattern,
+        subject_id_example=example,
+        dosing=dosing,
+        schedule=schedule,
+        product=product,
+        facility=facility,
+        release=release,
+        labels=label_texts,
+    )
+
+
+@lru_cache(maxsize=8)
+def load_study(key: str = DEFAULT_STUDY) -> StudyDefinition:
+    """Load a study shipped in ``mfg/studies/`` by its key (file name without .toml)."""
+    if not re.fullmatch(r"[a-z0-9_-]+", key):
+        raise StudyDefinitionError(f"study key {key!r} is not a study file name")
+    resource = resources.files("mfg.studies").joinpath(f"{key}.toml")
+    if not resource.is_file():
+        raise StudyDefinitionError(f"no study definition named {key!r} in the package")
+    return parse_definition(key, resource.read_text(encoding="utf-8"), f"{key}.toml")
+
+
+def load_study_file(path: Path) -> StudyDefinition:
+    return parse_definition(path.stem, path.read_text(encoding="utf-8"), path.name)

@@ -1,0 +1,216 @@
+"""The HTTP layer: sessions, the role gate on every route, refusals, and error pages.
+
+One place commits: the view, at the end of a request that succeeded. A refusal rolls the request back and
+records the attempt in a transaction of its own, so stored records stay intact and nothing is silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, flash, g, jsonify, redirect, render_template, request, session, url_for
+from flask_login import LoginManager, current_user, logout_user
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
+
+from mfg.audit import service as audit_service
+from mfg.errors import NotFound, PermissionRefused, Refusal, SignatureRefused, ValidationRefused
+from mfg.identity.models import User
+from mfg.identity.rules import ROLE_TITLES
+from mfg.web import security
+
+log = logging.getLogger("mfg.web")
+csrf = CSRFProtect()
+login_manager = LoginManager()
+
+REFUSAL_STATUS: dict[type[Refusal], int] = {
+    NotFound: 404,
+    PermissionRefused: 403,
+    SignatureRefused: 422,
+    ValidationRefused: 422,
+}
+
+
+def db() -> Session:
+    """The request's database session, opened on first use and closed at teardown."""
+    if "db_session" not in g:
+        from flask import current_app
+
+        g.db_session = current_app.extensions["mfg.sessions"]()
+    return g.db_session
+
+
+def actor_name() -> str:
+    return current_user.username if current_user.is_authenticated else "anonymous"
+
+
+def _form_for_trail() -> dict[str, str]:
+    # What was typed stays on record with the refusal; secrets never do.
+    return {k: v[:200] for k, v in request.form.items() if "password" not in k and k != "csrf_token"}
+
+
+def record_refusal(exc: Refusal) -> int:
+    """Roll back the refused work, run its follow-ups, record the attempt, commit. Returns the HTTP status."""
+    session_ = db()
+    session_.rollback()
+    for follow_up in exc.after_rollback:
+        follow_up(session_)
+    if exc.record:
+        audit_service.record_event(
+            session_,
+            actor=actor_name(),
+            action="refused",
+            entity_type=exc.entity_type or "request",
+            entity_id=exc.entity_id,
+            detail={
+                "message": exc.message,
+                "endpoint": request.endpoint or "",
+                "method": request.method,
+                "path": request.path,
+                "refusal": type(exc).__name__,
+                "form": _form_for_trail(),
+            },
+        )
+    session_.commit()
+    for refusal_type, status in REFUSAL_STATUS.items():
+        if isinstance(exc, refusal_type):
+            return status
+    return 422
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _error_page(status: int, title: str, message: str) -> tuple[Response | str, int]:
+    if _wants_json():
+        return jsonify({"error": title, "message": message}), status
+    return render_template("errors/error.html", status=status, title=title, message=message), status
+
+
+def init_web(app: Flask) -> None:
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in."
+    login_manager.session_protection = "strong"
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> security.SessionUser | None:
+        try:
+            user = db().get(User, int(user_id))
+        except ValueError:
+            return None
+        if user is None or not user.active or user.locked:
+            return None
+        return security.SessionUser(user)
+
+    @login_manager.unauthorized_handler
+    def unauthorized() -> Any:
+        if _wants_json():
+            return jsonify({"error": "unauthorized", "message": "sign in first"}), 401
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?") if request.method == "GET" else None))
+
+    from mfg.web import admin, api, auth, clinic, home
+
+    for blueprint in (auth.bp, home.bp, clinic.bp, admin.bp, api.bp):
+        app.register_blueprint(blueprint)
+    security.declare(app.view_functions["static"], public=True)
+
+    app.before_request(_enforce_idle_timeout)
+    app.before_request(security.enforce_policy)
+
+    @app.teardown_request
+    def close_session(_exc: BaseException | None) -> None:
+        session_ = g.pop("db_session", None)
+        if session_ is not None:
+            session_.rollback()
+            session_.close()
+
+    @app.context_processor
+    def layout_context() -> dict[str, Any]:
+        return {
+            "role_titles": ROLE_TITLES,
+            "can": security.can_access,
+            "idle_minutes": app.config["IDLE_TIMEOUT_MINUTES"],
+        }
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        # Everything is served by the app itself: no CDN, no inline script from elsewhere.
+        response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'self' data:")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.errorhandler(Refusal)
+    def refused(exc: Refusal) -> Any:
+        status = record_refusal(exc)
+        return _error_page(status, "Refused", exc.message)
+
+    @app.errorhandler(CSRFError)
+    def csrf_refused(exc: CSRFError) -> Any:
+        refusal = ValidationRefused(
+            "the form was stale or did not come from this terminal (security token missing or invalid): "
+            "reload the page and enter it again"
+        )
+        record_refusal(refusal)
+        return _error_page(400, "Form refused", refusal.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        return _error_page(exc.code or 500, exc.name, exc.description or "")
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Any:
+        incident = uuid.uuid4().hex[:10]
+        log.exception("unexpected error, incident %s", incident)
+        session_ = g.get("db_session")
+        if session_ is not None:
+            session_.rollback()
+        return _error_page(
+            500,
+            "Not saved",
+            f"Something went wrong and nothing was saved. Tell the system administrator: "
+            f"incident {incident}.",
+        )
+
+
+def _enforce_idle_timeout() -> Any:
+    """Shared bench terminals: a session idle longer than the limit is signed out."""
+    if request.endpoint == "static" or not current_user.is_authenticated:
+        return None
+    from flask import current_app
+
+    now = datetime.now(UTC).timestamp()
+    last = session.get("last_seen")
+    limit = current_app.config["IDLE_TIMEOUT_MINUTES"] * 60
+    if isinstance(last, int | float) and now - last > limit:
+        username = current_user.username
+        user_id = current_user.id
+        logout_user()
+        session.clear()
+        audit_service.record_event(
+            db(),
+            actor=username,
+            action="session_timeout",
+            entity_type="user_account",
+            entity_id=str(user_id),
+            detail={"idle_seconds": int(now - last), "limit_seconds": limit, "path": request.path},
+        )
+        db().commit()
+        message = (
+            f"Signed out after {current_app.config['IDLE_TIMEOUT_MINUTES']} minutes without activity. "
+            "Nothing from the unfinished form was saved."
+        )
+        if _wants_json():
+            return jsonify({"error": "session expired", "message": message}), 401
+        flash(message, "error")
+        return redirect(url_for("auth.login"))
+    session["last_seen"] = now
+    return None

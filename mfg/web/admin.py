@@ -1,0 +1,112 @@
+"""Administration: accounts and the audit trail. Administrators never perform GMP actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from mfg.audit.models import AuditEvent
+from mfg.errors import Refusal
+from mfg.identity import service as identity_service
+from mfg.identity.models import User
+from mfg.identity.rules import ROLES
+from mfg.study.models import Site
+from mfg.web import db, forms, record_refusal, security
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+AUDIT_PAGE = 100
+
+
+def _users_page(*, error: str = "", status: int = 200) -> Any:
+    session_ = db()
+    users = session_.scalars(select(User).order_by(User.username)).all()
+    failures = session_.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.action.in_(("login_failed", "lockout")))
+        .order_by(AuditEvent.id.desc())
+        .limit(50)
+    ).all()
+    return render_template(
+        "admin/users.html",
+        users=users,
+        roles=ROLES,
+        failures=failures,
+        error=error,
+        values=request.form if request.method == "POST" else {},
+    ), status
+
+
+@bp.route("/users")
+@security.roles_required("admin")
+def users() -> Any:
+    return _users_page()
+
+
+@bp.route("/users", methods=["POST"])
+@security.roles_required("admin")
+def create_user() -> Any:
+    try:
+        user = identity_service.create_user(
+            db(),
+            current_user.username,
+            username=forms.text("username", "Username", max_length=64),
+            full_name=forms.text("full_name", "Full name", max_length=200),
+            role=forms.text("role", "Role", max_length=32),
+            password=request.form.get("password", ""),
+        )
+        db().commit()
+    except Refusal as exc:
+        return _users_page(error=exc.message, status=record_refusal(exc))
+    flash(f"Account {user.username} created.", "ok")
+    return redirect(url_for("admin.users"))
+
+
+@bp.route("/users/<username>/unlock", methods=["POST"])
+@security.roles_required("admin")
+def unlock(username: str) -> Any:
+    try:
+        identity_service.unlock_user(
+            db(), current_user.username, username, forms.text("reason", "Reason for unlocking")
+        )
+        db().commit()
+    except Refusal as exc:
+        return _users_page(error=exc.message, status=record_refusal(exc))
+    flash(f"Account {username} unlocked.", "ok")
+    return redirect(url_for("admin.users"))
+
+
+@bp.route("/users/<username>/deactivate", methods=["POST"])
+@security.roles_required("admin")
+def deactivate(username: str) -> Any:
+    try:
+        if username == current_user.username:
+            raise Refusal("you cannot deactivate your own account", entity_type="user_account")
+        identity_service.deactivate_user(
+            db(), current_user.username, username, forms.text("reason", "Reason for deactivating")
+        )
+        db().commit()
+    except Refusal as exc:
+        return _users_page(error=exc.message, status=record_refusal(exc))
+    flash(f"Account {username} deactivated. It stays on record and its username is never reused.", "ok")
+    return redirect(url_for("admin.users"))
+
+
+@bp.route("/sites")
+@security.roles_required("admin")
+def sites() -> Any:
+    return render_template("admin/sites.html", sites=db().scalars(select(Site).order_by(Site.code)).all())
+
+
+@bp.route("/audit")
+@security.roles_required("admin", "qa")
+def audit_trail() -> Any:
+    before = request.args.get("before", type=int)
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(AUDIT_PAGE)
+    if before:
+        query = query.where(AuditEvent.id < before)
+    events = db().scalars(query).all()
+    return render_template("admin/audit.html", events=events, page_size=AUDIT_PAGE)

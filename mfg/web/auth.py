@@ -1,0 +1,69 @@
+"""Sign in and out."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_user, logout_user
+
+from mfg.audit import service as audit_service
+from mfg.errors import Refusal
+from mfg.identity import service as identity_service
+from mfg.web import db, record_refusal, security
+
+bp = Blueprint("auth", __name__)
+
+
+def _safe_next(target: str | None) -> str:
+    # Only same-site paths: an open redirect would let a phishing link borrow the login page.
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return target
+    return url_for("home.index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@security.public
+def login() -> Any:
+    if request.method == "GET":
+        if current_user.is_authenticated:
+            return redirect(url_for("home.index"))
+        return render_template("auth/login.html", username="", next=request.args.get("next", ""))
+    username = request.form.get("username", "").strip()
+    password = request.form.get("password", "")
+    try:
+        user = identity_service.authenticate(
+            db(),
+            username,
+            password,
+            threshold=current_app.config["LOCKOUT_THRESHOLD"],
+            where=f"login from {request.remote_addr or 'unknown terminal'}",
+        )
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return render_template(
+            "auth/login.html", username=username, error=exc.message, next=request.form.get("next", "")
+        ), 401 if status == 422 else status
+    session.clear()
+    login_user(security.SessionUser(user))
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@bp.route("/logout", methods=["POST"])
+@security.public
+def logout() -> Any:
+    if current_user.is_authenticated:
+        audit_service.record_event(
+            db(),
+            actor=current_user.username,
+            action="logout",
+            entity_type="user_account",
+            entity_id=str(current_user.id),
+        )
+        db().commit()
+        logout_user()
+    session.clear()
+    flash("Signed out.", "info")
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,142 @@
+"""Clinic station: enrollment, the subject page, corrections and the second-person check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from mfg.audit.models import AuditEvent
+from mfg.errors import Refusal
+from mfg.identity import service as identity_service
+from mfg.identity.models import User
+from mfg.study import service as study_service
+from mfg.study.definition import load_study
+from mfg.study.models import Site, Subject
+from mfg.web import db, forms, record_refusal, security
+
+bp = Blueprint("clinic", __name__, url_prefix="/clinic")
+
+SUBJECT_READERS = ("coordinator", "investigator", "qa", "supervisor", "pharmacist", "nurse")
+
+
+def _me() -> User:
+    from flask_login import current_user
+
+    user = db().get(User, current_user.id)
+    assert user is not None  # the session loader already refused missing accounts
+    return user
+
+
+@bp.route("/subjects")
+@security.roles_required(*SUBJECT_READERS)
+def subjects() -> Any:
+    rows = (
+        db()
+        .execute(
+            select(Subject, Site).join(Site, Site.id == Subject.site_id).order_by(Subject.study_subject_id)
+        )
+        .all()
+    )
+    return render_template("clinic/subjects.html", rows=rows)
+
+
+@bp.route("/subjects/new", methods=["GET", "POST"])
+@security.roles_required("coordinator")
+def enroll() -> Any:
+    study = load_study(current_app.config["STUDY"])
+    sites = study_service.clinical_sites(db())
+    if request.method == "GET":
+        return render_template("clinic/enroll.html", study=study, sites=sites, values={})
+    try:
+        form = study_service.EnrollmentForm(
+            study_subject_id=forms.text("study_subject_id", "Study subject id", max_length=40),
+            name=forms.text("name", "Subject name", max_length=200),
+            date_of_birth=forms.iso_date("date_of_birth", "Date of birth"),
+            medical_record_number=forms.text("medical_record_number", "Medical record number", max_length=40),
+            site_id=forms.whole_number("site_id", "Clinical site"),
+            consent_date=forms.iso_date("consent_date", "Consent date"),
+        )
+        subject = study_service.enroll_subject(db(), _me(), study, form, request.form.get("password", ""))
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return render_template(
+            "clinic/enroll.html", study=study, sites=sites, values=request.form, error=exc.message
+        ), status
+    flash(f"{subject.study_subject_id} enrolled; chain of identity {subject.coi_identifier} assigned.", "ok")
+    return redirect(url_for("clinic.subject", subject_id=subject.id))
+
+
+def _subject_page(subject: Subject, *, error: str = "", status: int = 200) -> Any:
+    session_ = db()
+    site = session_.get(Site, subject.site_id)
+    enroller = session_.get(User, subject.enrolled_by_id)
+    trail = session_.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.entity_type == "subject", AuditEvent.entity_id == str(subject.id))
+        .order_by(AuditEvent.id)
+    ).all()
+    study = load_study(current_app.config["STUDY"])
+    return render_template(
+        "clinic/subject.html",
+        subject=subject,
+        site=site,
+        enroller=enroller,
+        trail=trail,
+        coi=study_service.coi_of(subject),
+        signatures=identity_service.signatures_for(session_, subject),
+        sites=study_service.clinical_sites(session_),
+        study=study,
+        error=error,
+        values=request.form if request.method == "POST" else {},
+    ), status
+
+
+@bp.route("/subjects/<int:subject_id>")
+@security.roles_required(*SUBJECT_READERS)
+def subject(subject_id: int) -> Any:
+    return _subject_page(study_service.get_subject(db(), subject_id))
+
+
+@bp.route("/subjects/<int:subject_id>/correct", methods=["POST"])
+@security.roles_required("coordinator")
+def correct(subject_id: int) -> Any:
+    subject_ = study_service.get_subject(db(), subject_id)
+    try:
+        field = forms.text("field", "Field to correct")
+        if field not in study_service.CORRECTABLE_FIELDS:
+            raise Refusal(
+                f"{field!r} cannot be corrected here", entity_type="subject", entity_id=str(subject_id)
+            )
+        label = field.replace("_", " ")
+        if field in ("date_of_birth", "consent_date"):
+            value: object = forms.iso_date("new_value", f"New {label}")
+        elif field == "site_id":
+            value = forms.whole_number("new_value", "New site")
+        else:
+            value = forms.text("new_value", f"New {label}", max_length=200)
+        reason = forms.text("reason", "Reason for the correction")
+        changes = study_service.correct_subject(db(), _me(), subject_, reason, **{field: value})
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return _subject_page(study_service.get_subject(db(), subject_id), error=exc.message, status=status)
+    flash("Corrected; the old value stays in the audit trail." if changes else "No change: same value.", "ok")
+    return redirect(url_for("clinic.subject", subject_id=subject_id))
+
+
+@bp.route("/subjects/<int:subject_id>/verify", methods=["POST"])
+@security.roles_required("coordinator", "investigator")
+def verify(subject_id: int) -> Any:
+    subject_ = study_service.get_subject(db(), subject_id)
+    try:
+        signer = identity_service.find_signer(db(), request.form.get("username", ""))
+        study_service.verify_enrollment(db(), signer, request.form.get("password", ""), subject_)
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return _subject_page(study_service.get_subject(db(), subject_id), error=exc.message, status=status)
+    flash("Enrollment verified by a second person.", "ok")
+    return redirect(url_for("clinic.subject", subject_id=subject_id))

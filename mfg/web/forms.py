@@ -1,0 +1,34 @@
+"""Reading form fields into typed values; a malformed field is a refusal that names the field."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from flask import request
+
+from mfg.errors import ValidationRefused
+
+
+def text(name: str, label: str, *, required: bool = True, max_length: int = 500) -> str:
+    value = request.form.get(name, "").strip()
+    if required and not value:
+        raise ValidationRefused(f"{label} is required")
+    if len(value) > max_length:
+        raise ValidationRefused(f"{label} is longer than {max_length} characters")
+    return value
+
+
+def iso_date(name: str, label: str) -> date:
+    raw = text(name, label, max_length=20)
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise ValidationRefused(f"{label} {raw!r} is not a date (use YYYY-MM-DD)") from exc
+
+
+def whole_number(name: str, label: str) -> int:
+    raw = text(name, label, max_length=20)
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValidationRefused(f"{label} {raw!r} is not a whole number") from exc

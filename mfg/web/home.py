@@ -1,0 +1,50 @@
+"""Each role's home page and the scan field that every screen carries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import func, select
+
+from mfg.errors import Refusal
+from mfg.identity.models import User
+from mfg.study import service as study_service
+from mfg.study.models import Subject
+from mfg.web import db, record_refusal, security
+
+bp = Blueprint("home", __name__)
+
+
+@bp.route("/")
+@security.roles_required(*security.AUTHENTICATED)
+def index() -> Any:
+    session_ = db()
+    context: dict[str, Any] = {}
+    if current_user.role == "admin":
+        context["locked_users"] = session_.scalars(select(User).where(User.locked)).all()
+        context["user_count"] = session_.scalar(select(func.count()).select_from(User))
+    else:
+        context["subject_count"] = session_.scalar(select(func.count()).select_from(Subject))
+        context["recent_subjects"] = session_.scalars(
+            select(Subject).order_by(Subject.enrolled_at.desc()).limit(5)
+        ).all()
+    return render_template("home/index.html", **context)
+
+
+@bp.route("/scan")
+@security.roles_required(*security.GMP)
+def scan() -> Any:
+    """A scanner is a keyboard: it types the code and presses Enter. Work out what was scanned."""
+    code = request.args.get("code", "").strip()
+    if not code:
+        flash("Scan or type a code first.", "error")
+        return redirect(url_for("home.index"))
+    try:
+        subject = study_service.find_subject_by_coi(db(), code)
+    except Refusal as exc:
+        record_refusal(exc)
+        flash(f"Scan refused: {exc.message}", "error")
+        return redirect(request.referrer or url_for("home.index"))
+    return redirect(url_for("clinic.subject", subject_id=subject.id))
