@@ -14,6 +14,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from mfg import PROJECT_ROOT
 from mfg import config as mfg_config
@@ -57,18 +58,27 @@ def _fail(message: str) -> None:
 
 
 @click.group(help="Manufacturing execution system for autologous cell therapy.")
-def main() -> None:
+def cli() -> None:
     pass
 
 
-@main.command(help="Create the database or upgrade it to the latest migration (safe to repeat).")
+def main() -> None:
+    """Entry point: database trouble is reported in one line, not as a stack trace."""
+    try:
+        cli()
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        _fail(f"database problem: {detail}")
+
+
+@cli.command(help="Create the database or upgrade it to the latest migration (safe to repeat).")
 def init() -> None:
     url, engine = _engine()
     upgrade_database(url)
     click.echo(f"database ready at revision head ({engine.url.render_as_string(hide_password=True)})")
 
 
-@main.command(help="Run the terminal server (waitress).")
+@cli.command(help="Run the terminal server (waitress).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--threads", default=8, show_default=True, type=int)
@@ -99,7 +109,7 @@ def serve(host: str, port: int, threads: int, demo: bool) -> None:
     waitress.serve(app, host=host, port=port, threads=threads, ident="mfg")
 
 
-@main.group(help="Accounts: add and deactivate. Accounts are never deleted.")
+@cli.group(help="Accounts: add and deactivate. Accounts are never deleted.")
 def user() -> None:
     pass
 
@@ -142,7 +152,7 @@ def user_deactivate(username: str, reason: str) -> None:
     click.echo(f"account {username} deactivated (kept on record; the username is never reused)")
 
 
-@main.group(help="Sites: the manufacturing facility and clinical sites.")
+@cli.group(help="Sites: the manufacturing facility and clinical sites.")
 def site() -> None:
     pass
 
@@ -173,7 +183,7 @@ def site_add(code: str, name: str, kind: str, address: str, facility_id: str | N
     click.echo(f"site {code.upper()} added")
 
 
-@main.group(help="The audit trail.")
+@cli.group(help="The audit trail.")
 def audit() -> None:
     pass
 

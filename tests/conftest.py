@@ -75,7 +75,9 @@ class DatabaseServer:
                 with self.admin.connect() as conn:
                     conn.execute(text("SELECT 1"))
             except Exception as exc:  # noqa: BLE001 - any failure to reach the server ends the run
-                pytest.exit(f"MFG_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {exc}", returncode=1)
+                pytest.exit(
+                    f"MFG_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {exc}", returncode=1
+                )
             self.base_url = make_url(url)
         self.template = self._new_name("tpl")
         self._create_empty(self.template)
@@ -84,10 +86,13 @@ class DatabaseServer:
             # No connection may stay open on a template that is being copied.
             assert self.admin is not None
             with self.admin.connect() as conn:
-                conn.execute(text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ), {"name": self.template})
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": self.template},
+                )
 
     def _new_name(self, tag: str) -> str:
         return f"mfg_test_{self.run_id}_{tag}"
@@ -175,12 +180,23 @@ def study() -> StudyDefinition:
 # --- people, sites, subjects ----------------------------------------------------------------------------
 
 
-def make_user(session: Session, role: str, username: str | None = None, *, full_name: str | None = None,
-              password: str = PASSWORD) -> User:
+def make_user(
+    session: Session,
+    role: str,
+    username: str | None = None,
+    *,
+    full_name: str | None = None,
+    password: str = PASSWORD,
+) -> User:
     username = username or f"{role.replace('_', '')}{uuid.uuid4().hex[:6]}"
-    return identity_service.create_user(session, "test-setup", username=username,
-                                        full_name=full_name or f"{role.title()} {username}", role=role,
-                                        password=password)
+    return identity_service.create_user(
+        session,
+        "test-setup",
+        username=username,
+        full_name=full_name or f"{role.title()} {username}",
+        role=role,
+        password=password,
+    )
 
 
 @dataclass
@@ -196,13 +212,25 @@ class World:
 @pytest.fixture
 def world(session: Session) -> World:
     manufacturing = study_service.create_site(
-        session, "test-setup", code="HCTL", name="Human Cellular Therapy Laboratory", kind="manufacturing",
-        address="200 First Street SW\nRochester, MN 55905", isbt_facility_id="A9999",
+        session,
+        "test-setup",
+        code="HCTL",
+        name="Human Cellular Therapy Laboratory",
+        kind="manufacturing",
+        address="200 First Street SW\nRochester, MN 55905",
+        isbt_facility_id="A9999",
     )
-    site = study_service.create_site(session, "test-setup", code="RST", name="Rochester clinic",
-                                     kind="clinical", address="Rochester, MN")
-    other = study_service.create_site(session, "test-setup", code="JAX", name="Jacksonville clinic",
-                                      kind="clinical", address="Jacksonville, FL")
+    site = study_service.create_site(
+        session, "test-setup", code="RST", name="Rochester clinic", kind="clinical", address="Rochester, MN"
+    )
+    other = study_service.create_site(
+        session,
+        "test-setup",
+        code="JAX",
+        name="Jacksonville clinic",
+        kind="clinical",
+        address="Jacksonville, FL",
+    )
     from mfg.identity.rules import ROLES
 
     users = {role: make_user(session, role, role.replace("_", "")) for role in ROLES}
@@ -211,11 +239,20 @@ def world(session: Session) -> World:
     return World(manufacturing=manufacturing, site=site, other_site=other, users=users)
 
 
-def enroll(session: Session, world: World, study: StudyDefinition, study_subject_id: str = "ALS-001",
-           name: str = "Jordan Example") -> Subject:
+def enroll(
+    session: Session,
+    world: World,
+    study: StudyDefinition,
+    study_subject_id: str = "ALS-001",
+    name: str = "Jordan Example",
+) -> Subject:
     form = study_service.EnrollmentForm(
-        study_subject_id=study_subject_id, name=name, date_of_birth=date(1961, 4, 12),
-        medical_record_number="MRN-12345", site_id=world.site.id, consent_date=date(2026, 10, 1),
+        study_subject_id=study_subject_id,
+        name=name,
+        date_of_birth=date(1961, 4, 12),
+        medical_record_number="MRN-12345",
+        site_id=world.site.id,
+        consent_date=date(2026, 10, 1),
     )
     subject = study_service.enroll_subject(session, world.users["coordinator"], study, form, PASSWORD)
     session.commit()
@@ -236,10 +273,15 @@ def count_rows(session: Session, model: Any) -> int:
 
 @pytest.fixture
 def app(database_url: str, tmp_path: Path, world: World) -> Flask:
-    return create_app({
-        "DATABASE_URL": database_url, "SECRET_KEY": "test-secret", "INSTANCE_PATH": str(tmp_path),
-        "WTF_CSRF_ENABLED": False, "TESTING": True,
-    })
+    return create_app(
+        {
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": "test-secret",
+            "INSTANCE_PATH": str(tmp_path),
+            "WTF_CSRF_ENABLED": False,
+            "TESTING": True,
+        }
+    )
 
 
 @pytest.fixture
@@ -254,9 +296,18 @@ def login(client: FlaskClient, username: str, password: str = PASSWORD) -> Any:
 # --- the command line -----------------------------------------------------------------------------------
 
 
-def run_cli(database_url: str, *args: str, stdin: str = "", tmp_path: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    database_url: str, *args: str, stdin: str = "", tmp_path: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MFG_DATABASE_URL": database_url}
     if tmp_path is not None:
         env["MFG_INSTANCE_PATH"] = str(tmp_path)
-    return subprocess.run([sys.executable, "-m", "mfg", *args], input=stdin, capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mfg", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )

@@ -102,10 +102,13 @@ def test_verify_names_an_altered_event(engine: Engine, session: Session, subject
 
 def test_verify_names_a_row_inserted_without_a_trail(engine: Engine, session: Session, world: World) -> None:
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO site (code, name, kind, address, active) VALUES ('XX', 'Ghost', 'clinical', 'nowhere', "
-            + ("true" if engine.dialect.name == "postgresql" else "1") + ")"
-        ))
+        conn.execute(
+            text(
+                "INSERT INTO site (code, name, kind, address, active) "
+                "VALUES ('XX', 'Ghost', 'clinical', 'nowhere', :active)"
+            ),
+            {"active": True},
+        )
     result = audit_service.verify(session)
     assert not result.ok
     assert "table site row" in result.problem and "has no audit trail" in result.problem
@@ -116,8 +119,14 @@ def _append_events(url: str, writer: str, count: int) -> None:
     factory = make_session_factory(engine)
     for n in range(count):
         with factory() as session:
-            audit_service.record_event(session, actor=writer, action="note", entity_type="test",
-                                       entity_id=f"{writer}-{n}", detail={"n": n})
+            audit_service.record_event(
+                session,
+                actor=writer,
+                action="note",
+                entity_type="test",
+                entity_id=f"{writer}-{n}",
+                detail={"n": n},
+            )
             session.commit()
     engine.dispose()
 
@@ -138,4 +147,3 @@ def test_two_processes_appending_leave_one_unforked_chain(database_url: str, ses
     result = audit_service.verify(session)
     assert result.ok, result.problem
     assert result.events == 1000
-

@@ -1,0 +1,92 @@
+"""Real Chromium against the real server: a coordinator signs in, enrolls, and a refusal shows in red."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mfg import create_app
+from mfg.study.models import Subject
+from tests.conftest import ON_CI, PASSWORD, World
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def live_server(database_url: str, tmp_path: Path, world: World) -> Iterator[str]:
+    waitress = pytest.importorskip("waitress")
+    app = create_app(
+        {"DATABASE_URL": database_url, "SECRET_KEY": "e2e-secret", "INSTANCE_PATH": str(tmp_path)}
+    )
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser_page(tmp_path: Path) -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        message = f"Chromium is not installed at {CHROMIUM} (Debian package chromium)"
+        if ON_CI:
+            pytest.fail(f"CI: {message}")
+        pytest.skip(message)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        yield page
+        browser.close()
+
+
+def test_coordinator_enrolls_a_subject_with_the_keyboard(
+    live_server: str, browser_page: object, session: Session, tmp_path: Path
+) -> None:
+    page = browser_page
+    page.goto(live_server + "/")  # type: ignore[attr-defined]
+    # Focus starts in the username field: a bench user types, tabs and presses Enter.
+    page.keyboard.type("coordinator")  # type: ignore[attr-defined]
+    page.keyboard.press("Tab")  # type: ignore[attr-defined]
+    page.keyboard.type(PASSWORD)  # type: ignore[attr-defined]
+    with page.expect_navigation():  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+    assert page.url == live_server + "/"  # type: ignore[attr-defined]
+    assert "Clinical site coordinator" in page.inner_text("h1")  # type: ignore[attr-defined]
+
+    page.click("text=Enroll a subject")  # type: ignore[attr-defined]
+    page.fill("input[name=study_subject_id]", "ALS-042")  # type: ignore[attr-defined]
+    page.fill("input[name=name]", "Morgan Browser-Test")  # type: ignore[attr-defined]
+    page.fill("input[name=date_of_birth]", "1970-05-06")  # type: ignore[attr-defined]
+    page.fill("input[name=medical_record_number]", "MRN-77")  # type: ignore[attr-defined]
+    page.select_option("select[name=site_id]", label="Rochester clinic")  # type: ignore[attr-defined]
+    page.fill("input[name=consent_date]", "2026-11-02")  # type: ignore[attr-defined]
+    page.fill("input[name=password]", "wrong-password")  # type: ignore[attr-defined]
+    page.press("input[name=password]", "Enter")  # type: ignore[attr-defined]
+    refusal = page.locator(".refusal")  # type: ignore[attr-defined]
+    assert "password for coordinator is wrong" in refusal.inner_text()
+    # What was typed is still there; only the password has to be entered again.
+    assert page.input_value("input[name=name]") == "Morgan Browser-Test"  # type: ignore[attr-defined]
+    assert session.scalar(select(func.count()).select_from(Subject)) == 0
+    session.rollback()
+
+    page.fill("input[name=password]", PASSWORD)  # type: ignore[attr-defined]
+    page.press("input[name=password]", "Enter")  # type: ignore[attr-defined]
+    page.wait_for_selector("text=Chain of identity")  # type: ignore[attr-defined]
+    stored = session.scalar(select(Subject).where(Subject.study_subject_id == "ALS-042"))
+    assert stored is not None
+    assert stored.coi_identifier in page.inner_text(".coi")  # type: ignore[attr-defined]
+    assert "performed" in page.inner_text("table.signatures")  # type: ignore[attr-defined]
+    page.screenshot(path=str(tmp_path.parent / "e2e-subject.png"), full_page=True)  # type: ignore[attr-defined]

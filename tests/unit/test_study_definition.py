@@ -1,0 +1,87 @@
+"""The study definition is data, validated on load: a wrong file fails with the field named."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+
+from mfg.study.definition import StudyDefinitionError, load_study, parse_definition
+
+SHIPPED = resources.files("mfg.studies").joinpath("aamsc.toml").read_text(encoding="utf-8")
+
+
+def test_the_aamsc_study_loads_with_the_protocol_facts() -> None:
+    study = load_study("aamsc")
+    assert study.code == "NCT03268603"
+    assert study.dosing.levels == (1e7, 5e7, 1e8)
+    assert study.dosing.first_dose == 5e7
+    assert (study.dosing.min_volume_ml, study.dosing.max_volume_ml) == (5.0, 10.0)
+    assert study.dosing.tolerance == 0.10
+    assert (study.schedule.injections, study.schedule.interval_months) == (4, 3)
+    assert study.schedule.visit_window_days > 0
+    assert study.product.product_description_code.startswith("S")
+    assert study.product.collection_type == "1"  # ISBT 128: for autologous use only
+    assert study.labels.autologous == "FOR AUTOLOGOUS USE ONLY"
+    assert "investigational use" in study.labels.investigational
+
+
+@pytest.mark.parametrize(
+    ("original", "replacement", "message"),
+    [
+        ("first_dose = 5e7", "first_dose = 4e7", "dosing.first_dose 4e+07 is not one of the dose levels"),
+        ("levels = [1e7, 5e7, 1e8]", "levels = []", "dosing.levels must be a non-empty list"),
+        ("levels = [1e7, 5e7, 1e8]", "levels = [1e7, -5e7, 1e8]", "dosing.levels must hold positive numbers"),
+        (
+            "max_volume_ml = 10.0",
+            "max_volume_ml = 4.0",
+            "dosing.max_volume_ml (4) is below min_volume_ml (5)",
+        ),
+        ("tolerance = 0.10", "tolerance = 3", "dosing.tolerance is 3, outside"),
+        ("injections = 4", 'injections = "four"', "schedule.injections must be a whole number"),
+        (
+            'product_description_code = "S9999"',
+            'product_description_code = "9999"',
+            "product.product_description_code does not make an ISBT 128 product code",
+        ),
+        (
+            'isbt_facility_id = "A9999"',
+            'isbt_facility_id = "09999"',
+            "facility.isbt_facility_id is not an ISBT",
+        ),
+        ('time_zone = "America/Chicago"', 'time_zone = "Mars/Olympus"', "facility.time_zone 'Mars/Olympus'"),
+        (
+            'subject_id_example = "ALS-001"',
+            'subject_id_example = "X1"',
+            "study.subject_id_example 'X1' does not",
+        ),
+        ("[labels]", "[labelz]", "labels is missing"),
+        ('code = "NCT03268603"', "code = 42", "study.code must be a non-empty string"),
+    ],
+)
+def test_a_wrong_definition_is_refused_naming_the_field(
+    original: str, replacement: str, message: str
+) -> None:
+    assert original in SHIPPED
+    with pytest.raises(StudyDefinitionError) as caught:
+        parse_definition("broken", SHIPPED.replace(original, replacement, 1))
+    assert "study definition broken.toml: " in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_invalid_toml_is_refused() -> None:
+    with pytest.raises(StudyDefinitionError, match="not valid TOML"):
+        parse_definition("broken", "[study\ncode=")
+
+
+def test_an_unknown_study_key_is_refused() -> None:
+    with pytest.raises(StudyDefinitionError, match="no study definition named 'nothere'"):
+        load_study("nothere")
+    with pytest.raises(StudyDefinitionError, match="not a study file name"):
+        load_study("../secrets")
+
+
+def test_subject_ids_must_have_the_study_form() -> None:
+    study = load_study()
+    assert study.subject_id_problem("ALS-007") == ""
+    assert "does not have this study's form" in study.subject_id_problem("ALS-7")
