@@ -71,7 +71,9 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
+    """An engine for ``url``. ``immediate=False`` (SQLite only) is for read-mostly inspection, such as tests
+    looking at what the application stored: its transactions start deferred and never block writers."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {})
@@ -79,11 +81,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         kwargs["connect_args"].setdefault("check_same_thread", False)
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
-        _make_sqlite_transactions_immediate(engine)
+        _configure_sqlite(engine, "BEGIN IMMEDIATE" if immediate else "BEGIN")
     return engine
 
 
-def _make_sqlite_transactions_immediate(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, begin: str) -> None:
     # SQLAlchemy's documented recipe: let SQLAlchemy, not pysqlite, emit BEGIN.
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -91,11 +93,13 @@ def _make_sqlite_transactions_immediate(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # Write-ahead logging: readers never wait for the writer, nor the writer for readers.
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql(begin)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

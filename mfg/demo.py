@@ -1,16 +1,25 @@
-"""Demo data for a first look: sites, one account per role, and an enrolled subject. Safe to run twice."""
+"""Demo data for a first look: sites, accounts, registers, an approved MBR, and a batch part-way through
+expansion. Safe to run twice. The same in-spec step values drive the tests of the full batch."""
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mfg.custody.models import Container
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
+from mfg.materials import service as materials_service
+from mfg.materials.models import Equipment, ReagentLot
+from mfg.process import service as process_service
+from mfg.process.mbr import packaged_mbr_text
+from mfg.process.models import Batch, MbrVersion, Workstation
 from mfg.study import service as study_service
-from mfg.study.definition import load_study
+from mfg.study.definition import StudyDefinition, load_study
 from mfg.study.models import Site, Subject
 
 DEMO_PASSWORD = "demo-password"
@@ -87,4 +96,242 @@ def seed_demo(session: Session, actor: str) -> list[tuple[str, str]]:
             consent_date=date(2026, 10, 1),
         )
         study_service.enroll_subject(session, coordinator, study, form, DEMO_PASSWORD)
+    if session.scalar(select(Workstation.id)) is None:
+        qa = session.scalar(select(User).where(User.username == "qa"))
+        assert qa is not None
+        set_up_bench(session, qa, DEMO_PASSWORD, actor)
+    subject = session.scalar(select(Subject).where(Subject.study_subject_id == "ALS-001"))
+    if subject is not None and session.scalar(select(Batch.id).where(Batch.subject_id == subject.id)) is None:
+        _demo_batch(session, subject, study)
     return [(username, role) for username, _name, role in DEMO_USERS]
+
+
+DEMO_USER_FOR_ROLE = {"coordinator": "coord", "technician": "tech", "supervisor": "super", "qc_analyst": "qc"}
+DEMO_STEPS_DONE = 8  # collection to the first passage: the demo batch is part-way through expansion
+
+
+def _demo_batch(session: Session, subject: Subject, study: StudyDefinition) -> None:
+    users = {u.username: u for u in session.scalars(select(User))}
+    batch = process_service.start_batch(session, users["coord"], subject, study)
+    cabinet = session.scalar(select(Workstation).where(Workstation.code == "BSC-01"))
+    assert cabinet is not None
+    for step_key, iteration in STEP_SEQUENCE[:DEMO_STEPS_DONE]:
+        performer = users[DEMO_USER_FOR_ROLE[PERFORMER.get(step_key, "technician")]]
+        if process_service.batch_mbr(session, batch).step(step_key).at_workstation:
+            process_service.open_at_workstation(session, performer, cabinet, batch)
+        record = process_service.record_step(
+            session,
+            performer,
+            DEMO_PASSWORD,
+            batch,
+            step_key,
+            process_service.StepSubmission(
+                step_values(session, batch, step_key, datetime.now(UTC), iteration)
+            ),
+            study,
+            cabinet,
+        )
+        if record.status == "awaiting_verification":
+            verifier = users["super" if performer.username != "super" else "tech2"]
+            process_service.verify_step(session, verifier, DEMO_PASSWORD, record)
+
+
+LAB_ZONE = ZoneInfo("America/Chicago")
+
+
+@dataclass
+class Bench:
+    mbr: MbrVersion
+    lots: dict[str, ReagentLot]
+    equipment: dict[str, Equipment]
+    cabinet: Workstation
+    cabinet2: Workstation
+
+
+def set_up_bench(session: Session, qa: User, password: str, actor: str = "test-setup") -> Bench:
+    """Register and approve the MBR, lots (two deliberately unusable), equipment and two cabinets."""
+    mbr = process_service.register_mbr(session, actor, packaged_mbr_text())
+    if mbr.status == "draft":
+        process_service.approve_mbr(session, qa, password, mbr)
+    far = date.today() + timedelta(days=365)
+    lots = {}
+    for code, name in [
+        ("LOT-COLL-1", "Collagenase type I"),
+        ("LOT-MEM-1", "Advanced MEM"),
+        ("LOT-HPL-1", "Human platelet lysate"),
+        ("LOT-CRYO-1", "Cryomedium CS10"),
+    ]:
+        lots[code] = materials_service.register_lot(
+            session,
+            actor,
+            scan_code=code,
+            name=name,
+            catalogue_number="CAT-" + code[-6:],
+            lot_number=code + "X",
+            expiry_date=far,
+            status="released",
+        )
+    lots["LOT-COLL-OLD"] = materials_service.register_lot(
+        session,
+        actor,
+        scan_code="LOT-COLL-OLD",
+        name="Collagenase type I",
+        catalogue_number="CAT-1",
+        lot_number="OLD1",
+        expiry_date=date.today() - timedelta(days=1),
+        status="released",
+    )
+    lots["LOT-COLL-Q"] = materials_service.register_lot(
+        session,
+        actor,
+        scan_code="LOT-COLL-Q",
+        name="Collagenase type I",
+        catalogue_number="CAT-1",
+        lot_number="Q1",
+        expiry_date=far,
+        status="quarantined",
+    )
+    equipment = {}
+    for tag, kind in [
+        ("BSC-01", "biosafety cabinet"),
+        ("BSC-02", "biosafety cabinet"),
+        ("INC-01", "incubator"),
+        ("CEN-01", "centrifuge"),
+        ("CRF-01", "controlled-rate freezer"),
+    ]:
+        equipment[tag] = materials_service.register_equipment(
+            session, actor, asset_tag=tag, equipment_type=kind, description=kind, calibration_due=far
+        )
+    equipment["CEN-OLD"] = materials_service.register_equipment(
+        session,
+        actor,
+        asset_tag="CEN-OLD",
+        equipment_type="centrifuge",
+        description="old centrifuge",
+        calibration_due=date.today() - timedelta(days=3),
+    )
+    cabinet = process_service.register_workstation(session, actor, "BSC-01", "Cabinet 1")
+    cabinet2 = process_service.register_workstation(session, actor, "BSC-02", "Cabinet 2")
+    return Bench(mbr=mbr, lots=lots, equipment=equipment, cabinet=cabinet, cabinet2=cabinet2)
+
+
+def local(dt: datetime) -> str:
+    """What a datetime-local input sends: the facility's wall-clock time."""
+    return dt.astimezone(LAB_ZONE).strftime("%Y-%m-%dT%H:%M")
+
+
+def open_container(session: Session, batch: Batch, kind: str) -> str:
+    container = session.scalar(
+        select(Container)
+        .where(Container.din == batch.din, Container.kind == kind, Container.status == "in_use")
+        .order_by(Container.id)
+    )
+    assert container is not None, f"no open {kind} in batch {batch.din}"
+    return container.scan_id
+
+
+def step_values(
+    session: Session, batch: Batch, step_key: str, now: datetime, iteration: int = 1
+) -> dict[str, str]:
+    """In-specification values for each step; container fields take the batch's real containers."""
+    if step_key == "collection.harvest":
+        return {
+            "collected_at": local(now - timedelta(hours=20)),
+            "tissue_weight": "1.5",
+            "collector": "Dr. Fat",
+            "label_checked": "yes",
+        }
+    if step_key == "collection.handoff":
+        return {
+            "tissue_tube": open_container(session, batch, "tissue_tube"),
+            "courier": "Quick Courier",
+            "shipper_temperature": "18",
+            "seal_intact": "yes",
+        }
+    if step_key == "receipt.accept":
+        return {
+            "tissue_tube": open_container(session, batch, "tissue_tube"),
+            "arrival_temperature": "15",
+            "condition": "intact",
+            "decision": "accept",
+        }
+    if step_key == "processing.digest":
+        return {
+            "cabinet": "BSC-01",
+            "tissue_tube": open_container(session, batch, "tissue_tube"),
+            "collagenase_lot": "LOT-COLL-1",
+            "collagenase_concentration": "0.075",
+            "incubator": "INC-01",
+            "digestion_temperature": "37",
+            "digestion_minutes": "90",
+        }
+    if step_key == "processing.separate":
+        return {"centrifuge": "CEN-01", "g_force": "400", "spin_minutes": "5", "strained": "yes"}
+    if step_key == "processing.svf_count":
+        return {"svf_viable_cells": "2.4e6", "svf_viability": "85"}
+    if step_key == "processing.plate_p0":
+        return {
+            "medium_lot": "LOT-MEM-1",
+            "platelet_lysate_lot": "LOT-HPL-1",
+            "seeded_cells": "1.0e6",
+            "seeding_density": "1500",
+            "flasks": "2",
+            "seeded_at": local(now - timedelta(hours=10)),
+        }
+    if step_key == "expansion.passage":
+        harvested = {1: "8.0e6", 2: "6.4e7", 3: "5.12e8"}[iteration]
+        replated = {1: "2.0e6", 2: "1.6e7", 3: "0"}[iteration]
+        flasks = {1: "4", 2: "8", 3: "0"}[iteration]
+        return {
+            "flask": open_container(session, batch, "culture_flask"),
+            "harvested_at": local(now - timedelta(hours=10 - 3 * iteration)),
+            "confluence": "85",
+            "harvested_cells": harvested,
+            "viability": "95",
+            "replated_cells": replated,
+            "flasks": flasks,
+        }
+    if step_key == "cryobank.freeze":
+        return {
+            "final_viable_cells": "5.0e8",
+            "viability": "93",
+            "cryomedium_lot": "LOT-CRYO-1",
+            "freezer": "CRF-01",
+            "vials": "10",
+            "cells_per_vial": "5.0e7",
+            "storage_location": "LN2 tank 2 / rack B / box 4",
+        }
+    if step_key == "cryobank.bank_tests":
+        return {
+            "sterility": "pending",
+            "mycoplasma": "not detected",
+            "endotoxin": "0.1",
+            "identity": "conforms",
+        }
+    if step_key == "cryobank.close":
+        return {"sufficiency_reviewed": "yes", "comment": ""}
+    raise KeyError(step_key)
+
+
+# Who performs and who verifies each step in the reference scenario.
+PERFORMER = {
+    "collection.harvest": "coordinator",
+    "collection.handoff": "coordinator",
+    "cryobank.bank_tests": "qc_analyst",
+    "cryobank.close": "supervisor",
+}
+STEP_SEQUENCE = [
+    ("collection.harvest", 1),
+    ("collection.handoff", 1),
+    ("receipt.accept", 1),
+    ("processing.digest", 1),
+    ("processing.separate", 1),
+    ("processing.svf_count", 1),
+    ("processing.plate_p0", 1),
+    ("expansion.passage", 1),
+    ("expansion.passage", 2),
+    ("expansion.passage", 3),
+    ("cryobank.freeze", 1),
+    ("cryobank.bank_tests", 1),
+    ("cryobank.close", 1),
+]

@@ -4,16 +4,20 @@ from mfg.audit.models import AuditEvent
 from mfg.custody.models import Container, ContainerParent, DinSequence
 from mfg.db import Base
 from mfg.identity.models import Signature, User
+from mfg.materials.models import Equipment, EquipmentUse, MaterialUse, ReagentLot
+from mfg.process.models import (
+    Batch,
+    Deviation,
+    FieldValue,
+    LineClearance,
+    MbrVersion,
+    StepRecord,
+    Workstation,
+)
 from mfg.study.models import Site, Subject
 
 __all__ = [
-    "AuditEvent",
-    "Base",
-    "Container",
-    "ContainerParent",
-    "DinSequence",
-    "Signature",
-    "Site",
-    "Subject",
-    "User",
+    "AuditEvent", "Base", "Batch", "Container", "ContainerParent", "Deviation", "DinSequence", "Equipment",
+    "EquipmentUse", "FieldValue", "LineClearance", "MaterialUse", "MbrVersion", "ReagentLot", "Signature",
+    "Site", "StepRecord", "Subject", "User", "Workstation",
 ]

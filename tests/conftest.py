@@ -156,7 +156,8 @@ def database_url(db_server: DatabaseServer) -> Iterator[str]:
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
+    # Deferred transactions on SQLite: what a test reads never holds the write lock the app under test needs.
+    engine = make_engine(database_url, immediate=False)
     yield engine
     engine.dispose()
 
@@ -311,3 +312,15 @@ def run_cli(
         cwd=ROOT,
         timeout=300,
     )
+
+
+# --- the bench ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bench(session: Session, world: World) -> Any:
+    from tests.bench_data import set_up_bench
+
+    bench = set_up_bench(session, world.users["qa"], PASSWORD)
+    session.commit()
+    return bench

@@ -36,8 +36,11 @@ class Audited:
     """Mixin for GMP tables: every row's current content must equal what its audit events say.
 
     ``__audit_redact__`` names columns that enter the trail as a digest only (secrets);
-    ``__signed_fields__`` names what an e-signature on the row covers (default: every column).
+    ``__signed_fields__`` names what an e-signature on the row covers (default: every column), and
+    ``__signed_fields_by_meaning__`` overrides it per signature meaning (an assessment and a closure of the
+    same deviation cover different fields).
     """
 
     __audit_redact__: frozenset[str] = frozenset()
     __signed_fields__: tuple[str, ...] | None = None
+    __signed_fields_by_meaning__: dict[str, tuple[str, ...]] = {}

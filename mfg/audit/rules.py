@@ -104,7 +104,8 @@ def first_chain_break(events: Iterable[StoredEvent]) -> tuple[int | None, str]:
         if rec.id != expected_id:
             missing = f"{expected_id}" if rec.id == expected_id + 1 else f"{expected_id}..{rec.id - 1}"
             return expected_id, (
-                f"audit event {missing} missing: the chain jumps from event {expected_id - 1} to event {rec.id}"
+                f"audit event {missing} missing: "
+                f"the chain jumps from event {expected_id - 1} to event {rec.id}"
             )
         if rec.prev_hash != previous_hash:
             return rec.id, f"audit event {rec.id}: its previous-hash does not match event {rec.id - 1}"

@@ -181,8 +181,11 @@ class VerifyResult:
     broken_event_id: int | None = None
 
 
-def _stored_events(session: Session) -> Iterator[rules.StoredEvent]:
-    rows = session.execute(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=2000))
+def _stored_events(session: Session, keep: set[Any]) -> Iterator[rules.StoredEvent]:
+    # populate_existing: the verifier reads the database, never what this session may have cached.
+    rows = session.execute(
+        select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=2000, populate_existing=True)
+    )
     for (event,) in rows:
         yield rules.StoredEvent(
             record=rules.EventRecord(
@@ -199,16 +202,23 @@ def _stored_events(session: Session) -> Iterator[rules.StoredEvent]:
             ),
             stored_hash=event.hash,
         )
-        session.expunge(event)
+        _release(session, event, keep)
+
+
+def _release(session: Session, obj: Any, keep: set[Any]) -> None:
+    # Keep memory flat on a long trail, without detaching objects the caller already held.
+    if inspect(obj).identity_key not in keep:
+        session.expunge(obj)
 
 
 def verify(session: Session) -> VerifyResult:
     """Recompute the chain, then compare every audited row with the state its events say it has."""
+    keep = set(session.identity_map.keys())
     count = 0
 
     def counted() -> Iterator[rules.StoredEvent]:
         nonlocal count
-        for stored in _stored_events(session):
+        for stored in _stored_events(session, keep):
             count += 1
             yield stored
 
@@ -219,7 +229,7 @@ def verify(session: Session) -> VerifyResult:
     models = audited_models()
     replayed = rules.replay(
         (e.record.id, e.record.entity_type, e.record.entity_id, json.loads(e.record.changes))
-        for e in _stored_events(session)
+        for e in _stored_events(session, keep)
         if e.record.entity_type in models
     )
     if replayed.inconsistency:
@@ -228,11 +238,11 @@ def verify(session: Session) -> VerifyResult:
     seen: set[rules.EntityKey] = set()
     for table_name in sorted(models):
         model = models[table_name]
-        for obj in session.scalars(select(model).execution_options(yield_per=1000)):
+        for obj in session.scalars(select(model).execution_options(yield_per=1000, populate_existing=True)):
             key = (table_name, entity_id_of(obj))
             seen.add(key)
             problem = rules.compare_row(table_name, key[1], snapshot(obj), replayed.fields.get(key))
-            session.expunge(obj)
+            _release(session, obj, keep)
             if problem:
                 return VerifyResult(ok=False, events=count, problem=problem)
     for table_name, entity_id in sorted(set(replayed.fields) - seen):

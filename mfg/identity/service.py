@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from mfg.audit import service as audit_service
 from mfg.db import utcnow
@@ -177,10 +177,19 @@ def authenticate(
 # --- e-signatures ---------------------------------------------------------------------------------------
 
 
-def signed_content(obj: Any) -> dict[str, Any]:
+def signed_content(obj: Any, meaning: str = "") -> dict[str, Any]:
+    """What a signature covers: the record's signed fields (per meaning where the model says so)."""
     fields = audit_service.snapshot(obj)
-    chosen = getattr(type(obj), "__signed_fields__", None)
-    return {k: fields[k] for k in chosen} if chosen else fields
+    by_meaning = getattr(type(obj), "__signed_fields_by_meaning__", {})
+    chosen = by_meaning.get(meaning) or getattr(type(obj), "__signed_fields__", None)
+    content: dict[str, Any] = {k: fields[k] for k in chosen} if chosen else fields
+    extra = getattr(obj, "signed_extra", None)
+    if extra is not None:
+        session = object_session(obj)
+        assert session is not None
+        session.flush()
+        content["signed_extra"] = extra(session)
+    return content
 
 
 def sign(
@@ -221,7 +230,7 @@ def sign(
         meaning=meaning,
         entity_type=entity_type,
         entity_id=entity_id,
-        content_sha256=rules.content_sha256(entity_type, entity_id, signed_content(obj)),
+        content_sha256=rules.content_sha256(entity_type, entity_id, signed_content(obj, meaning)),
         comment=comment,
     )
     return audit_service.create(session, signer.username, signature)
@@ -249,7 +258,8 @@ def signature_status(session: Session, signature: Signature) -> SignatureView:
     obj = audit_service.get_by_entity_id(session, model, signature.entity_id)
     if obj is None:
         return SignatureView(signature, False, "the signed record no longer exists")
-    now = rules.content_sha256(signature.entity_type, signature.entity_id, signed_content(obj))
+    content = signed_content(obj, signature.meaning)
+    now = rules.content_sha256(signature.entity_type, signature.entity_id, content)
     if now != signature.content_sha256:
         return SignatureView(signature, False, "the record has changed since it was signed")
     return SignatureView(signature, True, "")

@@ -119,6 +119,45 @@ class EnrollmentForm:
     consent_date: date
 
 
+def _checked_identity(
+    session: Session, name: str, mrn: str, date_of_birth: date, consent_date: date, site_id: int
+) -> dict[str, object]:
+    """The rules for a subject's identifying data, at enrollment and at every correction alike."""
+    name = " ".join(name.split())
+    if len(name) < 2 or len(name) > 200:
+        raise ValidationRefused(
+            "the subject's full name is required (2-200 characters)", entity_type="subject"
+        )
+    mrn = mrn.strip()
+    if not re.fullmatch(r"[A-Za-z0-9-]{3,40}", mrn):
+        raise ValidationRefused(
+            "the medical record number must be 3-40 letters, digits or '-'", entity_type="subject"
+        )
+    today = utcnow().date()
+    if date_of_birth >= today or date_of_birth.year < 1900:
+        raise ValidationRefused(
+            f"date of birth {date_of_birth.isoformat()} is not possible", entity_type="subject"
+        )
+    if consent_date > today:
+        raise ValidationRefused(
+            f"consent date {consent_date.isoformat()} is in the future", entity_type="subject"
+        )
+    if consent_date < date_of_birth:
+        raise ValidationRefused("consent date is before the date of birth", entity_type="subject")
+    site = session.get(Site, site_id)
+    if site is None or site.kind != "clinical" or not site.active:
+        raise ValidationRefused(
+            "choose the clinical site where the subject was consented", entity_type="subject"
+        )
+    return {
+        "name": name,
+        "medical_record_number": mrn,
+        "date_of_birth": date_of_birth,
+        "consent_date": consent_date,
+        "site_id": site.id,
+    }
+
+
 def enroll_subject(
     session: Session, coordinator: User, study: StudyDefinition, form: EnrollmentForm, password: str
 ) -> Subject:
@@ -130,30 +169,9 @@ def enroll_subject(
     problem = study.subject_id_problem(study_subject_id)
     if problem:
         raise ValidationRefused(problem, entity_type="subject")
-    name = " ".join(form.name.split())
-    if len(name) < 2:
-        raise ValidationRefused("the subject's full name is required", entity_type="subject")
-    mrn = form.medical_record_number.strip()
-    if not re.fullmatch(r"[A-Za-z0-9-]{3,40}", mrn):
-        raise ValidationRefused(
-            "the medical record number must be 3-40 letters, digits or '-'", entity_type="subject"
-        )
-    today = utcnow().date()
-    if form.date_of_birth >= today or form.date_of_birth.year < 1900:
-        raise ValidationRefused(
-            f"date of birth {form.date_of_birth.isoformat()} is not possible", entity_type="subject"
-        )
-    if form.consent_date > today:
-        raise ValidationRefused(
-            f"consent date {form.consent_date.isoformat()} is in the future", entity_type="subject"
-        )
-    if form.consent_date < form.date_of_birth:
-        raise ValidationRefused("consent date is before the date of birth", entity_type="subject")
-    site = session.get(Site, form.site_id)
-    if site is None or site.kind != "clinical" or not site.active:
-        raise ValidationRefused(
-            "choose the clinical site where the subject was consented", entity_type="subject"
-        )
+    checked = _checked_identity(
+        session, form.name, form.medical_record_number, form.date_of_birth, form.consent_date, form.site_id
+    )
     existing = session.scalar(
         select(Subject.id).where(
             Subject.study_code == study.code, Subject.study_subject_id == study_subject_id
@@ -165,15 +183,15 @@ def enroll_subject(
             entity_type="subject",
             entity_id=str(existing),
         )
-    coi = _new_coi(session, study.facility.isbt_facility_id, today.year)
+    coi = _new_coi(session, study.facility.isbt_facility_id, utcnow().year)
     subject = Subject(
         study_code=study.code,
         study_subject_id=study_subject_id,
-        name=name,
-        date_of_birth=form.date_of_birth,
-        medical_record_number=mrn,
-        site_id=site.id,
-        consent_date=form.consent_date,
+        name=checked["name"],
+        date_of_birth=checked["date_of_birth"],
+        medical_record_number=checked["medical_record_number"],
+        site_id=checked["site_id"],
+        consent_date=checked["consent_date"],
         status="enrolled",
         coi_identifier=coi.identifier,
         enrolled_at=utcnow(),
@@ -196,7 +214,21 @@ def correct_subject(
             entity_type="subject",
             entity_id=str(subject.id),
         )
-    return audit_service.update(session, user.username, subject, reason=reason, action="correct", **values)
+    merged = {field: getattr(subject, field) for field in CORRECTABLE_FIELDS} | values
+    try:
+        checked = _checked_identity(
+            session,
+            str(merged["name"]),
+            str(merged["medical_record_number"]),
+            merged["date_of_birth"],
+            merged["consent_date"],
+            merged["site_id"],
+        )  # type: ignore[arg-type]
+    except ValidationRefused as exc:
+        exc.entity_id = str(subject.id)
+        raise
+    corrected = {field: checked[field] for field in values}
+    return audit_service.update(session, user.username, subject, reason=reason, action="correct", **corrected)
 
 
 def verify_enrollment(session: Session, verifier: User, password: str, subject: Subject) -> None:

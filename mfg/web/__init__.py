@@ -113,16 +113,18 @@ def init_web(app: Flask) -> None:
     def unauthorized() -> Any:
         if _wants_json():
             return jsonify({"error": "unauthorized", "message": "sign in first"}), 401
-        return redirect(url_for("auth.login", next=request.full_path.rstrip("?") if request.method == "GET" else None))
+        target = request.full_path.rstrip("?") if request.method == "GET" else None
+        return redirect(url_for("auth.login", next=target))
 
-    from mfg.web import admin, api, auth, clinic, home
+    from mfg.web import admin, api, auth, bench, clinic, home, qa
 
-    for blueprint in (auth.bp, home.bp, clinic.bp, admin.bp, api.bp):
+    for blueprint in (auth.bp, home.bp, clinic.bp, bench.bp, qa.bp, admin.bp, api.bp):
         app.register_blueprint(blueprint)
     security.declare(app.view_functions["static"], public=True)
 
     app.before_request(_enforce_idle_timeout)
     app.before_request(security.enforce_policy)
+    app.before_request(_refuse_nul_characters)
 
     @app.teardown_request
     def close_session(_exc: BaseException | None) -> None:
@@ -179,6 +181,13 @@ def init_web(app: Flask) -> None:
             f"Something went wrong and nothing was saved. Tell the system administrator: "
             f"incident {incident}.",
         )
+
+
+def _refuse_nul_characters() -> None:
+    """No field accepts a NUL character, and PostgreSQL cannot store one: refuse it here, not with a 500."""
+    values = [request.path, *request.args.values(), *request.form.values()]
+    if any("\x00" in value for value in values):
+        raise ValidationRefused("the request contains a NUL character, which no field accepts: type it again")
 
 
 def _enforce_idle_timeout() -> Any:

@@ -9,10 +9,14 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from mfg.audit.models import AuditEvent
-from mfg.errors import Refusal
+from mfg.errors import NotFound, Refusal
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.identity.rules import ROLES
+from mfg.materials import service as materials_service
+from mfg.materials.models import Equipment, ReagentLot
+from mfg.process import service as process_service
+from mfg.process.models import Workstation
 from mfg.study.models import Site
 from mfg.web import db, forms, record_refusal, security
 
@@ -107,6 +111,106 @@ def audit_trail() -> Any:
     before = request.args.get("before", type=int)
     query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(AUDIT_PAGE)
     if before:
-        query = query.where(AuditEvent.id < before)
+        query = query.where(AuditEvent.id < min(before, forms.LARGEST_ID))
     events = db().scalars(query).all()
     return render_template("admin/audit.html", events=events, page_size=AUDIT_PAGE)
+
+
+# --- registers: reagent lots, equipment, workstations ---------------------------------------------------
+
+
+def _registers_page(*, error: str = "", status: int = 200) -> Any:
+    session_ = db()
+    return render_template(
+        "admin/registers.html",
+        error=error,
+        values=request.form if request.method == "POST" else {},
+        lots=session_.scalars(select(ReagentLot).order_by(ReagentLot.name)).all(),
+        equipment=session_.scalars(select(Equipment).order_by(Equipment.asset_tag)).all(),
+        workstations=session_.scalars(select(Workstation).order_by(Workstation.code)).all(),
+    ), status
+
+
+@bp.route("/registers")
+@security.roles_required("admin")
+def registers() -> Any:
+    return _registers_page()
+
+
+@bp.route("/lots", methods=["POST"])
+@security.roles_required("admin")
+def add_lot() -> Any:
+    try:
+        lot = materials_service.register_lot(
+            db(),
+            current_user.username,
+            scan_code=forms.text("scan_code", "Label code", max_length=40),
+            name=forms.text("name", "Name", max_length=200),
+            catalogue_number=forms.text("catalogue_number", "Catalogue number", max_length=60),
+            lot_number=forms.text("lot_number", "Lot number", max_length=60),
+            expiry_date=forms.iso_date("expiry_date", "Expiry date"),
+        )
+        db().commit()
+    except Refusal as exc:
+        return _registers_page(error=exc.message, status=record_refusal(exc))
+    flash(f"Lot {lot.lot_number} of {lot.name} received into QUARANTINE: QA releases it.", "ok")
+    return redirect(url_for("admin.registers"))
+
+
+@bp.route("/equipment", methods=["POST"])
+@security.roles_required("admin")
+def add_equipment() -> Any:
+    try:
+        item = materials_service.register_equipment(
+            db(),
+            current_user.username,
+            asset_tag=forms.text("asset_tag", "Asset tag", max_length=40),
+            equipment_type=forms.text("equipment_type", "Type", max_length=60),
+            description=forms.text("description", "Description", required=False, max_length=200),
+            calibration_due=forms.iso_date("calibration_due", "Calibration due"),
+        )
+        db().commit()
+    except Refusal as exc:
+        return _registers_page(error=exc.message, status=record_refusal(exc))
+    flash(f"{item.asset_tag} registered.", "ok")
+    return redirect(url_for("admin.registers"))
+
+
+@bp.route(f"/equipment/<int(max={forms.LARGEST_ID}):equipment_id>", methods=["POST"])
+@security.roles_required("admin")
+def update_equipment(equipment_id: int) -> Any:
+    item = db().get(Equipment, equipment_id)
+    if item is None:
+        raise NotFound(f"no equipment {equipment_id}", entity_type="equipment")
+    try:
+        due = request.form.get("calibration_due", "").strip()
+        materials_service.set_equipment(
+            db(),
+            current_user.username,
+            item,
+            forms.text("reason", "Reason"),
+            status=request.form.get("status") or None,
+            calibration_due=forms.iso_date("calibration_due", "Calibration due") if due else None,
+        )
+        db().commit()
+    except Refusal as exc:
+        return _registers_page(error=exc.message, status=record_refusal(exc))
+    flash(f"{item.asset_tag} updated.", "ok")
+    return redirect(url_for("admin.registers"))
+
+
+@bp.route("/workstations", methods=["POST"])
+@security.roles_required("admin")
+def add_workstation() -> Any:
+    try:
+        process_service.register_workstation(
+            db(),
+            current_user.username,
+            forms.text("code", "Code", max_length=40),
+            forms.text("name", "Name", max_length=120),
+        )
+        db().commit()
+    except Refusal as exc:
+        return _registers_page(error=exc.message, status=record_refusal(exc))
+    flash("Workstation registered.", "ok")
+    return redirect(url_for("admin.registers"))

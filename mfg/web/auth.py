@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,6 +15,8 @@ from mfg.identity import service as identity_service
 from mfg.web import db, record_refusal, security
 
 bp = Blueprint("auth", __name__)
+
+USERNAME_MAX_LENGTH = 64  # the width of user_account.username
 
 
 def _safe_next(target: str | None) -> str:
@@ -33,6 +36,9 @@ def login() -> Any:
     username = request.form.get("username", "").strip()
     password = request.form.get("password", "")
     try:
+        if len(username) > USERNAME_MAX_LENGTH:
+            # No account has such a name; the same answer as for any unknown username.
+            raise identity_service.LoginRefused("username or password is wrong", entity_type="user_account")
         user = identity_service.authenticate(
             db(),
             username,
@@ -48,6 +54,7 @@ def login() -> Any:
         ), 401 if status == 422 else status
     session.clear()
     login_user(security.SessionUser(user))
+    session["last_seen"] = datetime.now(UTC).timestamp()  # the idle clock starts now, not at the next page
     return redirect(_safe_next(request.form.get("next")))
 
 

@@ -11,6 +11,8 @@ from mfg.audit.models import AuditEvent
 from mfg.errors import Refusal
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
+from mfg.process import service as process_service
+from mfg.process.models import Batch
 from mfg.study import service as study_service
 from mfg.study.definition import load_study
 from mfg.study.models import Site, Subject
@@ -89,18 +91,21 @@ def _subject_page(subject: Subject, *, error: str = "", status: int = 200) -> An
         signatures=identity_service.signatures_for(session_, subject),
         sites=study_service.clinical_sites(session_),
         study=study,
+        batches=session_.scalars(
+            select(Batch).where(Batch.subject_id == subject.id).order_by(Batch.id)
+        ).all(),
         error=error,
         values=request.form if request.method == "POST" else {},
     ), status
 
 
-@bp.route("/subjects/<int:subject_id>")
+@bp.route(f"/subjects/<int(max={forms.LARGEST_ID}):subject_id>")
 @security.roles_required(*SUBJECT_READERS)
 def subject(subject_id: int) -> Any:
     return _subject_page(study_service.get_subject(db(), subject_id))
 
 
-@bp.route("/subjects/<int:subject_id>/correct", methods=["POST"])
+@bp.route(f"/subjects/<int(max={forms.LARGEST_ID}):subject_id>/correct", methods=["POST"])
 @security.roles_required("coordinator")
 def correct(subject_id: int) -> Any:
     subject_ = study_service.get_subject(db(), subject_id)
@@ -127,7 +132,7 @@ def correct(subject_id: int) -> Any:
     return redirect(url_for("clinic.subject", subject_id=subject_id))
 
 
-@bp.route("/subjects/<int:subject_id>/verify", methods=["POST"])
+@bp.route(f"/subjects/<int(max={forms.LARGEST_ID}):subject_id>/verify", methods=["POST"])
 @security.roles_required("coordinator", "investigator")
 def verify(subject_id: int) -> Any:
     subject_ = study_service.get_subject(db(), subject_id)
@@ -140,3 +145,18 @@ def verify(subject_id: int) -> Any:
         return _subject_page(study_service.get_subject(db(), subject_id), error=exc.message, status=status)
     flash("Enrollment verified by a second person.", "ok")
     return redirect(url_for("clinic.subject", subject_id=subject_id))
+
+
+@bp.route(f"/subjects/<int(max={forms.LARGEST_ID}):subject_id>/batches", methods=["POST"])
+@security.roles_required("coordinator", "supervisor")
+def start_batch(subject_id: int) -> Any:
+    """Collection starts the batch: the DIN is allocated and the current approved MBR version is fixed."""
+    subject_ = study_service.get_subject(db(), subject_id)
+    try:
+        batch = process_service.start_batch(db(), _me(), subject_, load_study(current_app.config["STUDY"]))
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return _subject_page(study_service.get_subject(db(), subject_id), error=exc.message, status=status)
+    flash(f"Batch {batch.din} started for {subject_.study_subject_id}.", "ok")
+    return redirect(url_for("bench.batch", batch_id=batch.id))

@@ -8,6 +8,9 @@ from flask import request
 
 from mfg.errors import ValidationRefused
 
+# Record ids are INTEGER columns: PostgreSQL refuses anything larger, SQLite anything beyond 64 bits.
+LARGEST_ID = 2**31 - 1
+
 
 def text(name: str, label: str, *, required: bool = True, max_length: int = 500) -> str:
     value = request.form.get(name, "").strip()
@@ -29,6 +32,9 @@ def iso_date(name: str, label: str) -> date:
 def whole_number(name: str, label: str) -> int:
     raw = text(name, label, max_length=20)
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise ValidationRefused(f"{label} {raw!r} is not a whole number") from exc
+    if abs(value) > LARGEST_ID:
+        raise ValidationRefused(f"{label} {raw!r} is out of range")
+    return value

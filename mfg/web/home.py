@@ -8,8 +8,10 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import func, select
 
-from mfg.errors import Refusal
+from mfg.custody import service as custody_service
+from mfg.errors import NotFound, Refusal
 from mfg.identity.models import User
+from mfg.process.models import Batch
 from mfg.study import service as study_service
 from mfg.study.models import Subject
 from mfg.web import db, record_refusal, security
@@ -42,9 +44,24 @@ def scan() -> Any:
         flash("Scan or type a code first.", "error")
         return redirect(url_for("home.index"))
     try:
+        if code.startswith("C") and len(code) == 11:
+            return _open_container_batch(code)
         subject = study_service.find_subject_by_coi(db(), code)
     except Refusal as exc:
         record_refusal(exc)
         flash(f"Scan refused: {exc.message}", "error")
         return redirect(request.referrer or url_for("home.index"))
     return redirect(url_for("clinic.subject", subject_id=subject.id))
+
+
+def _open_container_batch(code: str) -> Any:
+    """A scanned container opens its batch at the step that is due now."""
+    container = custody_service.find_container(db(), code)
+    batch = db().scalar(select(Batch).where(Batch.din == container.din))
+    if batch is None:
+        raise NotFound(
+            f"container {container.scan_id} belongs to no batch",
+            entity_type="container",
+            entity_id=str(container.id),
+        )
+    return redirect(url_for("bench.batch", batch_id=batch.id) + "#current-step")

@@ -16,8 +16,13 @@ from tests.conftest import ON_CI, PASSWORD, World
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 pytestmark = pytest.mark.e2e
@@ -58,12 +63,13 @@ def test_coordinator_enrolls_a_subject_with_the_keyboard(
     page = browser_page
     page.goto(live_server + "/")  # type: ignore[attr-defined]
     # Focus starts in the username field: a bench user types, tabs and presses Enter.
+    page.wait_for_function("document.activeElement && document.activeElement.name === 'username'")  # type: ignore[attr-defined]
     page.keyboard.type("coordinator")  # type: ignore[attr-defined]
     page.keyboard.press("Tab")  # type: ignore[attr-defined]
     page.keyboard.type(PASSWORD)  # type: ignore[attr-defined]
     with page.expect_navigation():  # type: ignore[attr-defined]
         page.keyboard.press("Enter")  # type: ignore[attr-defined]
-    assert page.url == live_server + "/"  # type: ignore[attr-defined]
+    assert page.url == live_server + "/", page.inner_text("main")  # type: ignore[attr-defined]
     assert "Clinical site coordinator" in page.inner_text("h1")  # type: ignore[attr-defined]
 
     page.click("text=Enroll a subject")  # type: ignore[attr-defined]

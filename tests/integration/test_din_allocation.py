@@ -6,12 +6,13 @@ import threading
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from labels import isbt128
 from mfg.audit import service as audit_service
 from mfg.custody import service as custody_service
 from mfg.custody.models import DinSequence
+from mfg.db import make_engine, make_session_factory
 from mfg.errors import ValidationRefused
 
 
@@ -38,7 +39,9 @@ def test_an_exhausted_year_is_refused_not_wrapped(session: Session) -> None:
         custody_service.allocate_din(session, "tester", "A9999", 2026)
 
 
-def test_eight_concurrent_workers_get_unique_consecutive_dins(session_factory: sessionmaker[Session]) -> None:
+def test_eight_concurrent_workers_get_unique_consecutive_dins(database_url: str) -> None:
+    engine = make_engine(database_url)  # as the application configures it
+    session_factory = make_session_factory(engine)
     per_worker = 25
     results: list[int] = []
     errors: list[BaseException] = []
@@ -68,3 +71,4 @@ def test_eight_concurrent_workers_get_unique_consecutive_dins(session_factory: s
         counter = session.scalar(select(DinSequence))
         assert counter is not None and counter.last_number == 8 * per_worker
         assert audit_service.verify(session).ok
+    engine.dispose()

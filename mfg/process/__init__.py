@@ -1,0 +1,1 @@
+"""Master batch records, batches, step execution and deviations."""

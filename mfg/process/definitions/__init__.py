@@ -1,0 +1,1 @@
+"""Master batch record definitions shipped with the package (TOML)."""

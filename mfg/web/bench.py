@@ -1,0 +1,383 @@
+"""Bench station: the guided batch record at the biosafety cabinet, scan-first and keyboard-only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user
+from sqlalchemy import select
+
+from mfg.custody.models import Container
+from mfg.errors import NotFound, Refusal
+from mfg.identity import service as identity_service
+from mfg.identity.models import User
+from mfg.materials.models import Equipment, EquipmentUse, MaterialUse, ReagentLot
+from mfg.process import expansion, rules
+from mfg.process import service as process_service
+from mfg.process.models import Batch, Deviation, FieldValue, StepRecord, Workstation
+from mfg.study import service as study_service
+from mfg.study.definition import load_study
+from mfg.study.models import Subject
+from mfg.web import db, forms, record_refusal, security
+
+bp = Blueprint("bench", __name__, url_prefix="/bench")
+
+BENCH_ROLES = ("technician", "supervisor", "qc_analyst", "coordinator", "qa")
+ID = f"<int(max={forms.LARGEST_ID}):%s>"
+
+
+def _me() -> User:
+    user = db().get(User, current_user.id)
+    assert user is not None
+    return user
+
+
+def _study():  # type: ignore[no-untyped-def]
+    return load_study(current_app.config["STUDY"])
+
+
+def _workstation() -> Workstation | None:
+    workstation_id = session.get("workstation_id")
+    return db().get(Workstation, workstation_id) if isinstance(workstation_id, int) else None
+
+
+@bp.route("/")
+@security.roles_required(*BENCH_ROLES)
+def index() -> Any:
+    rows = (
+        db()
+        .execute(
+            select(Batch, Subject)
+            .join(Subject, Subject.id == Batch.subject_id)
+            .order_by(Batch.started_at.desc())
+        )
+        .all()
+    )
+    workstations = db().scalars(select(Workstation).order_by(Workstation.code)).all()
+    return render_template(
+        "bench/index.html", rows=rows, workstation=_workstation(), workstations=workstations
+    )
+
+
+@bp.route("/workstation", methods=["POST"])
+@security.roles_required(*BENCH_ROLES)
+def choose_workstation() -> Any:
+    code = request.form.get("code", "")
+    try:
+        workstation = process_service.find_workstation(db(), code)
+    except Refusal as exc:
+        record_refusal(exc)
+        flash(f"Refused: {exc.message}", "error")
+        return redirect(request.referrer or url_for("bench.index"))
+    session["workstation_id"] = workstation.id
+    flash(f"This terminal works at {workstation.code} ({workstation.name}).", "ok")
+    return redirect(request.form.get("next") or url_for("bench.index"))
+
+
+@bp.route("/workstation/clear", methods=["POST"])
+@security.roles_required("technician", "supervisor")
+def clear_line() -> Any:
+    workstation = _workstation()
+    try:
+        if workstation is None:
+            raise Refusal("scan the cabinet this terminal works at first", entity_type="workstation")
+        process_service.clear_line(db(), _me(), request.form.get("password", ""), workstation)
+        db().commit()
+    except Refusal as exc:
+        record_refusal(exc)
+        flash(f"Refused: {exc.message}", "error")
+        return redirect(request.referrer or url_for("bench.index"))
+    flash(f"Line clearance of {workstation.code} signed: the cabinet is free.", "ok")
+    return redirect(request.form.get("next") or url_for("bench.index"))
+
+
+def _batch_context(batch: Batch, chosen_step: str | None = None) -> dict[str, Any]:
+    """Everything the batch page shows: the current step big, then the record so far."""
+    session_ = db()
+    mbr = process_service.batch_mbr(session_, batch)
+    subject = session_.get(Subject, batch.subject_id)
+    assert subject is not None
+    progress = process_service.progress_of(session_, batch)
+    available = rules.available_steps(mbr, progress) if batch.status == "open" else []
+    current = None
+    if chosen_step:
+        current = next((s for s in available if s.key == chosen_step), None)
+    if current is None and available:
+        current = available[0]
+    records = session_.scalars(
+        select(StepRecord).where(StepRecord.batch_id == batch.id).order_by(StepRecord.id)
+    ).all()
+    users = {u.id: u for u in session_.scalars(select(User))}
+    record_views = []
+    for record in records:
+        step = mbr.step(record.step_key)
+        history = process_service.value_history(session_, record)
+        current_rows = process_service.current_values(session_, record)
+        record_views.append(
+            {
+                "record": record,
+                "step": step,
+                "history": history,
+                "current": current_rows,
+                "signatures": identity_service.signatures_for(session_, record),
+                "performer": users.get(record.performed_by_id),
+            }
+        )
+    growth_rows = []
+    try:
+        growth_rows = expansion.growth_table(process_service.passages(session_, batch))
+    except ValueError as exc:
+        flash(f"Growth curve not drawn: {exc}", "error")
+    deviations = session_.scalars(
+        select(Deviation).where(Deviation.batch_id == batch.id).order_by(Deviation.id)
+    ).all()
+    containers = session_.scalars(
+        select(Container).where(Container.din == batch.din).order_by(Container.id)
+    ).all()
+    workstation = _workstation()
+    holder = None
+    if workstation is not None and workstation.current_batch_id not in (None, batch.id):
+        holder = session_.get(Batch, workstation.current_batch_id)
+    return {
+        "batch": batch,
+        "mbr": mbr,
+        "subject": subject,
+        "coi": study_service.coi_of(subject),
+        "din": process_service.parse_din(batch.din),
+        "progress": progress,
+        "available": available,
+        "current": current,
+        "records": record_views,
+        "deviations": deviations,
+        "containers": containers,
+        "growth_rows": growth_rows,
+        "growth_svg": expansion.growth_curve_svg(growth_rows),
+        "bank": process_service.bank_summary(session_, batch, _study()),
+        "workstation": workstation,
+        "workstation_holder": holder,
+        "users": users,
+        "format_cells": expansion.format_cells,
+        "values": request.form if request.method == "POST" else {},
+    }
+
+
+def _batch_page(batch: Batch, *, error: str = "", status: int = 200, step: str | None = None) -> Any:
+    return render_template("bench/batch.html", error=error, **_batch_context(batch, step)), status
+
+
+@bp.route(f"/batches/{ID % 'batch_id'}")
+@security.roles_required(*BENCH_ROLES)
+def batch(batch_id: int) -> Any:
+    return _batch_page(process_service.get_batch(db(), batch_id), step=request.args.get("step"))
+
+
+@bp.route(f"/batches/{ID % 'batch_id'}/open", methods=["POST"])
+@security.roles_required("technician", "supervisor")
+def open_batch(batch_id: int) -> Any:
+    batch_ = process_service.get_batch(db(), batch_id)
+    try:
+        workstation = _workstation()
+        if workstation is None:
+            raise Refusal("scan the cabinet this terminal works at first", entity_type="workstation")
+        process_service.open_at_workstation(db(), _me(), workstation, batch_)
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return _batch_page(process_service.get_batch(db(), batch_id), error=exc.message, status=status)
+    flash(f"Batch {batch_.din} is open at {workstation.code}.", "ok")
+    return redirect(url_for("bench.batch", batch_id=batch_id))
+
+
+@bp.route(f"/batches/{ID % 'batch_id'}/steps/<step_key>", methods=["POST"])
+@security.roles_required("technician", "supervisor", "qc_analyst", "coordinator")
+def record_step(batch_id: int, step_key: str) -> Any:
+    batch_ = process_service.get_batch(db(), batch_id)
+    values = {key[2:]: value for key, value in request.form.items() if key.startswith("f.")}
+    try:
+        record = process_service.record_step(
+            db(),
+            _me(),
+            request.form.get("password", ""),
+            batch_,
+            step_key,
+            process_service.StepSubmission(values=values, performed_at=request.form.get("performed_at", "")),
+            _study(),
+            _workstation(),
+        )
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return _batch_page(
+            process_service.get_batch(db(), batch_id), error=exc.message, status=status, step=step_key
+        )
+    step = process_service.batch_mbr(db(), batch_).step(step_key)
+    message = f"'{step.title}' recorded and signed."
+    if record.status == "awaiting_verification":
+        message += " It is critical: a second person verifies it now."
+    if record.late:
+        message += " Marked as a LATE entry."
+    flash(message, "ok")
+    return redirect(url_for("bench.batch", batch_id=batch_id))
+
+
+@bp.route(f"/records/{ID % 'record_id'}/verify", methods=["POST"])
+@security.roles_required("technician", "supervisor", "qc_analyst", "coordinator")
+def verify(record_id: int) -> Any:
+    record = db().get(StepRecord, record_id)
+    if record is None:
+        raise NotFound(f"no step record {record_id}", entity_type="step_record")
+    batch_id = record.batch_id
+    try:
+        verifier = identity_service.find_signer(db(), request.form.get("username", ""))
+        process_service.verify_step(db(), verifier, request.form.get("password", ""), record)
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return _batch_page(process_service.get_batch(db(), batch_id), error=exc.message, status=status)
+    flash("Verified by a second person.", "ok")
+    return redirect(url_for("bench.batch", batch_id=batch_id))
+
+
+@bp.route(f"/values/{ID % 'value_id'}/correct", methods=["POST"])
+@security.roles_required("technician", "supervisor", "qc_analyst", "coordinator")
+def correct(value_id: int) -> Any:
+    value = db().get(FieldValue, value_id)
+    if value is None:
+        raise NotFound(f"no recorded value {value_id}", entity_type="field_value")
+    record = db().get(StepRecord, value.step_record_id)
+    assert record is not None
+    batch_id = record.batch_id
+    try:
+        process_service.correct_value(
+            db(), _me(), value, request.form.get("new_value", ""), request.form.get("reason", ""), _study()
+        )
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return _batch_page(process_service.get_batch(db(), batch_id), error=exc.message, status=status)
+    flash("Corrected. The old value stays visible; the step's earlier signatures now show as invalid.", "ok")
+    return redirect(url_for("bench.batch", batch_id=batch_id))
+
+
+@bp.route(f"/batches/{ID % 'batch_id'}/growth.svg")
+@security.roles_required(*BENCH_ROLES)
+def growth_svg(batch_id: int) -> Any:
+    batch_ = process_service.get_batch(db(), batch_id)
+    rows = expansion.growth_table(process_service.passages(db(), batch_))
+    return Response(expansion.growth_curve_svg(rows), mimetype="image/svg+xml")
+
+
+# --- deviations -----------------------------------------------------------------------------------------
+
+
+def _deviation_page(deviation: Deviation, *, error: str = "", status: int = 200) -> Any:
+    session_ = db()
+    batch_ = process_service.get_batch(session_, deviation.batch_id)
+    subject = session_.get(Subject, deviation.subject_id)
+    record = session_.get(StepRecord, deviation.step_record_id)
+    step = process_service.batch_mbr(session_, batch_).step(record.step_key) if record else None
+    users = {u.id: u for u in session_.scalars(select(User))}
+    return render_template(
+        "bench/deviation.html",
+        deviation=deviation,
+        batch=batch_,
+        subject=subject,
+        step=step,
+        users=users,
+        signatures=identity_service.signatures_for(session_, deviation),
+        error=error,
+        values=request.form if request.method == "POST" else {},
+    ), status
+
+
+@bp.route(f"/deviations/{ID % 'deviation_id'}")
+@security.roles_required(*BENCH_ROLES)
+def deviation(deviation_id: int) -> Any:
+    return _deviation_page(_get_deviation(deviation_id))
+
+
+def _get_deviation(deviation_id: int) -> Deviation:
+    found = db().get(Deviation, deviation_id)
+    if found is None:
+        raise NotFound(f"no deviation {deviation_id}", entity_type="deviation")
+    return found
+
+
+@bp.route(f"/deviations/{ID % 'deviation_id'}/assess", methods=["POST"])
+@security.roles_required("supervisor")
+def assess(deviation_id: int) -> Any:
+    deviation_ = _get_deviation(deviation_id)
+    try:
+        process_service.assess_deviation(
+            db(), _me(), request.form.get("password", ""), deviation_, request.form.get("assessment", "")
+        )
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return _deviation_page(_get_deviation(deviation_id), error=exc.message, status=status)
+    flash(f"{deviation_.number} assessed.", "ok")
+    return redirect(url_for("bench.deviation", deviation_id=deviation_id))
+
+
+@bp.route(f"/deviations/{ID % 'deviation_id'}/close", methods=["POST"])
+@security.roles_required("qa")
+def close(deviation_id: int) -> Any:
+    deviation_ = _get_deviation(deviation_id)
+    try:
+        process_service.close_deviation(
+            db(),
+            _me(),
+            request.form.get("password", ""),
+            deviation_,
+            request.form.get("investigation", ""),
+            request.form.get("root_cause", ""),
+        )
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return _deviation_page(_get_deviation(deviation_id), error=exc.message, status=status)
+    flash(f"{deviation_.number} closed by QA.", "ok")
+    return redirect(url_for("bench.deviation", deviation_id=deviation_id))
+
+
+# --- look-back ------------------------------------------------------------------------------------------
+
+
+@bp.route("/lookback")
+@security.roles_required("qa", "supervisor")
+def lookback() -> Any:
+    """Recall look-back: every batch step that used a lot or a piece of equipment."""
+    code = request.args.get("code", "").strip()
+    uses: list[Any] = []
+    item: Any = None
+    if code:
+        session_ = db()
+        item = session_.scalar(select(ReagentLot).where(ReagentLot.scan_code == code))
+        if item is not None:
+            uses = session_.execute(
+                select(MaterialUse, StepRecord, Batch)
+                .join(StepRecord, StepRecord.id == MaterialUse.step_record_id)
+                .join(Batch, Batch.id == StepRecord.batch_id)
+                .where(MaterialUse.reagent_lot_id == item.id)
+            ).all()
+        else:
+            item = session_.scalar(select(Equipment).where(Equipment.asset_tag == code.upper()))
+            if item is not None:
+                uses = session_.execute(
+                    select(EquipmentUse, StepRecord, Batch)
+                    .join(StepRecord, StepRecord.id == EquipmentUse.step_record_id)
+                    .join(Batch, Batch.id == StepRecord.batch_id)
+                    .where(EquipmentUse.equipment_id == item.id)
+                ).all()
+    return render_template("bench/lookback.html", code=code, item=item, uses=uses)

@@ -1,0 +1,83 @@
+"""QA station: approve master batch records, release or reject reagent lots, review deviations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from mfg.errors import NotFound, Refusal
+from mfg.identity import service as identity_service
+from mfg.identity.models import User
+from mfg.materials import service as materials_service
+from mfg.materials.models import ReagentLot
+from mfg.process import service as process_service
+from mfg.process.models import Deviation, MbrVersion
+from mfg.web import db, forms, record_refusal, security
+
+bp = Blueprint("qa", __name__, url_prefix="/qa")
+ID = f"<int(max={forms.LARGEST_ID}):%s>"
+
+
+def _me() -> User:
+    user = db().get(User, current_user.id)
+    assert user is not None
+    return user
+
+
+def _page(*, error: str = "", status: int = 200) -> Any:
+    session_ = db()
+    versions = session_.scalars(select(MbrVersion).order_by(MbrVersion.code, MbrVersion.version)).all()
+    signatures = {v.id: identity_service.signatures_for(session_, v) for v in versions}
+    lots = session_.scalars(select(ReagentLot).order_by(ReagentLot.status, ReagentLot.name)).all()
+    deviations = session_.scalars(
+        select(Deviation).where(Deviation.status != "closed").order_by(Deviation.id)
+    ).all()
+    return render_template(
+        "qa/index.html",
+        versions=versions,
+        signatures=signatures,
+        lots=lots,
+        deviations=deviations,
+        error=error,
+    ), status
+
+
+@bp.route("/")
+@security.roles_required("qa")
+def index() -> Any:
+    return _page()
+
+
+@bp.route(f"/mbr/{ID % 'version_id'}/approve", methods=["POST"])
+@security.roles_required("qa")
+def approve_mbr(version_id: int) -> Any:
+    version = db().get(MbrVersion, version_id)
+    if version is None:
+        raise NotFound(f"no MBR version {version_id}", entity_type="mbr_version")
+    try:
+        process_service.approve_mbr(db(), _me(), request.form.get("password", ""), version)
+        db().commit()
+    except Refusal as exc:
+        return _page(error=exc.message, status=record_refusal(exc))
+    flash(f"{version.code} v{version.version} approved for use.", "ok")
+    return redirect(url_for("qa.index"))
+
+
+@bp.route(f"/lots/{ID % 'lot_id'}/status", methods=["POST"])
+@security.roles_required("qa")
+def lot_status(lot_id: int) -> Any:
+    lot = db().get(ReagentLot, lot_id)
+    if lot is None:
+        raise NotFound(f"no reagent lot {lot_id}", entity_type="reagent_lot")
+    try:
+        materials_service.set_lot_status(
+            db(), current_user.username, lot, forms.text("status", "Status"), forms.text("reason", "Reason")
+        )
+        db().commit()
+    except Refusal as exc:
+        return _page(error=exc.message, status=record_refusal(exc))
+    flash(f"Lot {lot.lot_number} of {lot.name} is now {lot.status}.", "ok")
+    return redirect(url_for("qa.index"))

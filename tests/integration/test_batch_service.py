@@ -1,0 +1,315 @@
+"""A whole batch through the service layer, then the refusals that must leave it untouched."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mfg.audit import service as audit_service
+from mfg.custody.models import Container
+from mfg.errors import Refusal
+from mfg.identity import service as identity_service
+from mfg.materials.models import MaterialUse
+from mfg.process import service as process_service
+from mfg.process.models import Batch, Deviation, StepRecord
+from mfg.study.definition import StudyDefinition
+from mfg.study.models import Subject
+from tests.bench_data import PERFORMER, STEP_SEQUENCE, Bench, step_values
+from tests.conftest import PASSWORD, World
+
+
+def run_step(
+    session: Session,
+    world: World,
+    study: StudyDefinition,
+    batch: Batch,
+    bench: Bench,
+    step_key: str,
+    iteration: int = 1,
+    values: dict[str, str] | None = None,
+    performer: str | None = None,
+) -> StepRecord:
+    user = world.users[performer or PERFORMER.get(step_key, "technician")]
+    if step_key.split(".")[0] in ("receipt", "processing", "expansion", "cryobank"):
+        process_service.open_at_workstation(session, user, bench.cabinet, batch)
+    record = process_service.record_step(
+        session,
+        user,
+        PASSWORD,
+        batch,
+        step_key,
+        process_service.StepSubmission(
+            values or step_values(session, batch, step_key, datetime.now(UTC), iteration)
+        ),
+        study,
+        bench.cabinet,
+    )
+    if record.status == "awaiting_verification":
+        verifier = world.users["supervisor" if user.role != "supervisor" else "technician"]
+        process_service.verify_step(session, verifier, PASSWORD, record)
+    session.commit()
+    return record
+
+
+def test_a_full_batch_from_collection_to_a_closed_cryobank(
+    session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
+) -> None:
+    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    session.commit()
+    assert batch.din.startswith("=A9999")
+    for step_key, iteration in STEP_SEQUENCE:
+        run_step(session, world, study, batch, bench, step_key, iteration)
+    assert batch.status == "cryobanked"
+    vials = session.scalars(
+        select(Container).where(Container.din == batch.din, Container.kind == "cryovial")
+    ).all()
+    assert len(vials) == 10 and {v.status for v in vials} == {"stored"}
+    assert {v.location for v in vials} == {"LN2 tank 2 / rack B / box 4"}
+    flasks = session.scalars(
+        select(Container).where(Container.din == batch.din, Container.kind == "culture_flask")
+    ).all()
+    assert len(flasks) == 2 + 4 + 8 and {f.status for f in flasks} == {"consumed"}
+    tube = session.scalar(
+        select(Container).where(Container.din == batch.din, Container.kind == "tissue_tube")
+    )
+    assert tube is not None and tube.status == "consumed"
+    uses = session.scalar(select(func.count()).select_from(MaterialUse))
+    assert uses == 4  # collagenase, medium, platelet lysate, cryomedium
+    assert session.scalar(select(func.count()).select_from(Deviation)) == 0
+    # Critical steps carry a performed and a verified signature, both valid.
+    for record in session.scalars(select(StepRecord).where(StepRecord.batch_id == batch.id)):
+        meanings = [v.signature.meaning for v in identity_service.signatures_for(session, record)]
+        views = identity_service.signatures_for(session, record)
+        assert all(v.valid for v in views)
+        step = process_service.batch_mbr(session, batch).step(record.step_key)
+        assert meanings == (["performed", "verified"] if step.critical else ["performed"])
+    growth = process_service.passages(session, batch)
+    assert [round(p.harvested_cells / p.seeded_cells, 3) for p in growth] == [8.0, 32.0, 32.0]
+    bank = process_service.bank_summary(session, batch, study)
+    assert bank is not None and bank.total_viable_cells == 10 * 5.0e7
+    assert bank.needed_cells == pytest.approx(4 * 1e8 / 0.7)
+    assert bank.shortfall_cells == pytest.approx(4e8 / 0.7 - 5e8)
+    assert audit_service.verify(session).ok
+
+
+def _refused(session: Session, action, match: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(Refusal, match=match):
+        action()
+    session.rollback()
+
+
+def test_out_of_order_and_material_refusals_leave_the_batch_untouched(
+    session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
+) -> None:
+    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    session.commit()
+    tech = world.users["technician"]
+    now = datetime.now(UTC)
+
+    def submit(step_key: str, **changes: str) -> None:
+        values = {**step_values(session, batch, step_key, now), **changes}
+        process_service.record_step(
+            session,
+            tech,
+            PASSWORD,
+            batch,
+            step_key,
+            process_service.StepSubmission(values),
+            study,
+            bench.cabinet,
+        )
+
+    process_service.open_at_workstation(session, tech, bench.cabinet, batch)
+    session.commit()
+    _refused(
+        session, lambda: submit("processing.separate"), "comes after 'Mince and digest with collagenase'"
+    )
+    for step_key in ("collection.harvest", "collection.handoff", "receipt.accept"):
+        run_step(session, world, study, batch, bench, step_key)
+    before = session.scalar(select(func.count()).select_from(StepRecord))
+    _refused(session, lambda: submit("processing.digest", collagenase_lot="LOT-COLL-OLD"), "EXPIRED")
+    _refused(session, lambda: submit("processing.digest", collagenase_lot="LOT-COLL-Q"), "QUARANTINED")
+    _refused(session, lambda: submit("processing.digest", collagenase_lot="LOT-MEM-1"), "needs collagenase")
+    _refused(session, lambda: submit("processing.digest", digestion_minutes="ninety"), "is not a number")
+    _refused(
+        session, lambda: submit("processing.digest", digestion_minutes=""), "still missing: Digestion time"
+    )
+    run_step(session, world, study, batch, bench, "processing.digest")
+    _refused(
+        session, lambda: submit("processing.separate", centrifuge="CEN-OLD"), "past its calibration date"
+    )
+    assert session.scalar(select(func.count()).select_from(StepRecord)) == before + 1
+    assert audit_service.verify(session).ok
+
+
+def test_another_subjects_container_and_an_occupied_cabinet_are_refused(
+    session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
+) -> None:
+    from tests.conftest import enroll
+
+    other = enroll(session, world, study, "ALS-002", "Robin Other")
+    mine = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    theirs = process_service.start_batch(session, world.users["coordinator"], other, study)
+    session.commit()
+    for batch in (mine, theirs):
+        for step_key in ("collection.harvest", "collection.handoff"):
+            run_step(session, world, study, batch, bench, step_key)
+    tech = world.users["technician"]
+    process_service.open_at_workstation(session, tech, bench.cabinet, mine)
+    session.commit()
+    their_tube = step_values(session, theirs, "receipt.accept", datetime.now(UTC))["tissue_tube"]
+    values = {**step_values(session, mine, "receipt.accept", datetime.now(UTC)), "tissue_tube": their_tube}
+    _refused(
+        session,
+        lambda: process_service.record_step(
+            session,
+            tech,
+            PASSWORD,
+            mine,
+            "receipt.accept",
+            process_service.StepSubmission(values),
+            study,
+            bench.cabinet,
+        ),
+        "belongs to another subject",
+    )
+    _refused(
+        session,
+        lambda: process_service.open_at_workstation(session, tech, bench.cabinet, theirs),
+        "sign line clearance",
+    )
+    process_service.clear_line(session, tech, PASSWORD, bench.cabinet)
+    process_service.open_at_workstation(session, tech, bench.cabinet, theirs)
+    session.commit()
+    assert bench.cabinet.current_batch_id == theirs.id
+    assert audit_service.verify(session).ok
+
+
+def test_self_verification_is_refused(
+    session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
+) -> None:
+    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    session.commit()
+    for step_key in ("collection.harvest", "collection.handoff"):
+        run_step(session, world, study, batch, bench, step_key)
+    tech = world.users["technician"]
+    process_service.open_at_workstation(session, tech, bench.cabinet, batch)
+    record = process_service.record_step(
+        session,
+        tech,
+        PASSWORD,
+        batch,
+        "receipt.accept",
+        process_service.StepSubmission(step_values(session, batch, "receipt.accept", datetime.now(UTC))),
+        study,
+        bench.cabinet,
+    )
+    session.commit()
+    _refused(session, lambda: process_service.verify_step(session, tech, PASSWORD, record), "second person")
+    assert record.status == "awaiting_verification"
+    _refused(
+        session,
+        lambda: run_step(session, world, study, batch, bench, "processing.digest"),
+        "waiting for second-person verification|not done yet",
+    )
+
+
+def test_critical_out_of_range_value_stops_the_batch_until_assessed(
+    session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
+) -> None:
+    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    session.commit()
+    for step_key in ("collection.harvest", "collection.handoff", "receipt.accept"):
+        run_step(session, world, study, batch, bench, step_key)
+    values = {
+        **step_values(session, batch, "processing.digest", datetime.now(UTC)),
+        "digestion_temperature": "39.5",
+        "digestion_minutes": "120",
+    }
+    run_step(session, world, study, batch, bench, "processing.digest", values=values)
+    deviations = session.scalars(select(Deviation).order_by(Deviation.id)).all()
+    assert [(d.field_key, d.critical, d.value) for d in deviations] == [
+        ("digestion_temperature", True, "39.5"),
+        ("digestion_minutes", False, "120"),
+    ]
+    assert "36–38 °C" in deviations[0].limit_text
+    assert batch.status == "on_hold"
+    _refused(session, lambda: run_step(session, world, study, batch, bench, "processing.separate"), "STOPPED")
+    _refused(
+        session,
+        lambda: process_service.assess_deviation(
+            session, world.users["technician"], PASSWORD, deviations[0], "fine"
+        ),
+        "supervisor assesses",
+    )
+    process_service.assess_deviation(
+        session,
+        world.users["supervisor"],
+        PASSWORD,
+        deviations[0],
+        "Thermometer drift; cells unaffected per validation.",
+    )
+    session.commit()
+    assert batch.status == "open"
+    run_step(session, world, study, batch, bench, "processing.separate")
+    _refused(
+        session,
+        lambda: process_service.close_deviation(session, world.users["qa"], PASSWORD, deviations[1], "", ""),
+        "investigation and the root cause",
+    )
+    process_service.close_deviation(
+        session, world.users["qa"], PASSWORD, deviations[1], "Timer misread", "Human error; retrained"
+    )
+    session.commit()
+    assert deviations[1].status == "closed"
+    assert audit_service.verify(session).ok
+
+
+def test_a_correction_needs_a_reason_keeps_the_old_value_and_invalidates_signatures(
+    session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
+) -> None:
+    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    session.commit()
+    record = run_step(session, world, study, batch, bench, "collection.harvest")
+    weight = process_service.current_values(session, record)["tissue_weight"]
+    coordinator = world.users["coordinator"]
+    _refused(
+        session,
+        lambda: process_service.correct_value(session, coordinator, weight, "1.7", " ", study),
+        "needs a reason",
+    )
+    _refused(
+        session,
+        lambda: process_service.correct_value(
+            session, world.users["coordinator2"], weight, "1.7", "typo", study
+        ),
+        "performer of the step",
+    )
+    new = process_service.correct_value(session, coordinator, weight, "1.7", "transcription error", study)
+    session.commit()
+    history = process_service.value_history(session, record)
+    assert [(v.value, v.supersedes_id) for v in history if v.field_key == "tissue_weight"] == [
+        ("1.5", None),
+        ("1.7", weight.id),
+    ]
+    assert new.correction_reason == "transcription error"
+    views = identity_service.signatures_for(session, record)
+    assert views and not any(v.valid for v in views)
+    assert audit_service.verify(session).ok
+
+
+def test_a_batch_needs_an_approved_mbr(
+    session: Session, world: World, study: StudyDefinition, subject: Subject
+) -> None:
+    from mfg.process.mbr import packaged_mbr_text
+
+    process_service.register_mbr(session, "test-setup", packaged_mbr_text())
+    session.commit()
+    _refused(
+        session,
+        lambda: process_service.start_batch(session, world.users["coordinator"], subject, study),
+        "QA must approve",
+    )
