@@ -15,9 +15,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory: configuration from the environment, overridden by ``test_config``."""
-    settings = config.from_environment()
-    if test_config:
-        settings.update(test_config)
+    settings = config.from_environment(test_config)
     app = Flask(
         __name__,
         instance_path=settings["INSTANCE_PATH"],

@@ -60,12 +60,15 @@ def _int_env(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def from_environment() -> dict[str, Any]:
-    instance = instance_path()
-    return {
+def from_environment(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Settings from the environment; ``overrides`` win, and what they give is never derived (no key file or
+    SQLite file is created in an instance folder that the caller replaced)."""
+    overrides = overrides or {}
+    instance = Path(overrides["INSTANCE_PATH"]) if "INSTANCE_PATH" in overrides else instance_path()
+    settings = {
         "INSTANCE_PATH": str(instance),
-        "DATABASE_URL": database_url(instance),
-        "SECRET_KEY": _secret_key(instance),
+        "DATABASE_URL": overrides.get("DATABASE_URL") or database_url(instance),
+        "SECRET_KEY": overrides.get("SECRET_KEY") or _secret_key(instance),
         "IDLE_TIMEOUT_MINUTES": _int_env(
             "MFG_IDLE_TIMEOUT_MINUTES", DEFAULT_IDLE_TIMEOUT_MINUTES, 1, 24 * 60
         ),
@@ -76,3 +79,5 @@ def from_environment() -> dict[str, Any]:
         "WTF_CSRF_TIME_LIMIT": None,  # the idle timeout ends sessions; a token must not expire mid-step
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
     }
+    settings.update(overrides)
+    return settings

@@ -1,7 +1,7 @@
 """Every mapped model, imported in one place so metadata (Alembic, the verifier) sees them all."""
 
 from mfg.audit.models import AuditEvent
-from mfg.custody.models import Container, ContainerParent, DinSequence
+from mfg.custody.models import Container, ContainerParent, DinSequence, LabelPrint
 from mfg.db import Base
 from mfg.identity.models import Signature, User
 from mfg.materials.models import Equipment, EquipmentUse, MaterialUse, ReagentLot
@@ -18,6 +18,6 @@ from mfg.study.models import Site, Subject
 
 __all__ = [
     "AuditEvent", "Base", "Batch", "Container", "ContainerParent", "Deviation", "DinSequence", "Equipment",
-    "EquipmentUse", "FieldValue", "LineClearance", "MaterialUse", "MbrVersion", "ReagentLot", "Signature",
-    "Site", "StepRecord", "Subject", "User", "Workstation",
+    "EquipmentUse", "FieldValue", "LabelPrint", "LineClearance", "MaterialUse", "MbrVersion", "ReagentLot",
+    "Signature", "Site", "StepRecord", "Subject", "User", "Workstation",
 ]

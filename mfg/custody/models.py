@@ -53,3 +53,21 @@ class ContainerParent(Audited, Base):
 
     child_id: Mapped[int] = mapped_column(ForeignKey("container.id"), primary_key=True)
     parent_id: Mapped[int] = mapped_column(ForeignKey("container.id"), primary_key=True)
+
+
+class LabelPrint(Audited, Base):
+    """Label control: every print and reprint, who, why and how many (reconciled against use)."""
+
+    __tablename__ = "label_print"
+    __table_args__ = (
+        CheckConstraint("label_kind IN ('container', 'syringe', 'shipper')", name="label_kind_known"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    container_id: Mapped[int] = mapped_column(ForeignKey("container.id"), nullable=False, index=True)
+    label_kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    copies: Mapped[int] = mapped_column(Integer, nullable=False)
+    reprint: Mapped[bool] = mapped_column(nullable=False)
+    reason: Mapped[str] = mapped_column(String(200), nullable=False)
+    printed_by_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), nullable=False)
+    printed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

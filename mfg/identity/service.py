@@ -100,11 +100,12 @@ def register_failed_password(
     if user is None:
         audit_service.record_event(
             session,
-            actor=attempted_username or "(blank)",
+            # whatever was typed is evidence, but it must fit the column: keep a bounded prefix
+            actor=(attempted_username or "(blank)")[:64],
             action="login_failed",
             entity_type="user_account",
             entity_id="",
-            detail={"username": attempted_username, "where": where, "why": "unknown username"},
+            detail={"username": attempted_username[:200], "where": where, "why": "unknown username"},
         )
         return
     count = user.failed_logins + 1

@@ -35,6 +35,15 @@ class MbrDefinitionError(ValueError):
     """The MBR file is wrong; the message names the step and field."""
 
 
+def _fmt(value: float) -> str:
+    # Cell numbers read as 1.00 × 10⁵, everything else as typed.
+    if abs(value) >= 1e5:
+        from mfg.process.expansion import format_cells
+
+        return format_cells(value)
+    return f"{value:g}"
+
+
 @dataclass(frozen=True)
 class FieldDef:
     key: str
@@ -60,11 +69,11 @@ class FieldDef:
     @property
     def range_text(self) -> str:
         if self.low is not None and self.high is not None:
-            return f"{self.low:g}–{self.high:g} {self.unit}".strip()
+            return f"{_fmt(self.low)}–{_fmt(self.high)} {self.unit}".strip()
         if self.low is not None:
-            return f"≥ {self.low:g} {self.unit}".strip()
+            return f"≥ {_fmt(self.low)} {self.unit}".strip()
         if self.high is not None:
-            return f"≤ {self.high:g} {self.unit}".strip()
+            return f"≤ {_fmt(self.high)} {self.unit}".strip()
         if self.accept:
             return " / ".join(self.accept)
         if self.expected is not None:

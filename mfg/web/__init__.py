@@ -138,7 +138,7 @@ def init_web(app: Flask) -> None:
         return {
             "role_titles": ROLE_TITLES,
             "can": security.can_access,
-            "idle_minutes": app.config["IDLE_TIMEOUT_MINUTES"],
+            "idle_minutes": _minutes(app.config["IDLE_TIMEOUT_MINUTES"]),
         }
 
     @app.after_request
@@ -190,6 +190,10 @@ def _refuse_nul_characters() -> None:
         raise ValidationRefused("the request contains a NUL character, which no field accepts: type it again")
 
 
+def _minutes(count: int) -> str:
+    return f"{count} minute" if count == 1 else f"{count} minutes"
+
+
 def _enforce_idle_timeout() -> Any:
     """Shared bench terminals: a session idle longer than the limit is signed out."""
     if request.endpoint == "static" or not current_user.is_authenticated:
@@ -214,7 +218,7 @@ def _enforce_idle_timeout() -> Any:
         )
         db().commit()
         message = (
-            f"Signed out after {current_app.config['IDLE_TIMEOUT_MINUTES']} minutes without activity. "
+            f"Signed out after {_minutes(current_app.config['IDLE_TIMEOUT_MINUTES'])} without activity. "
             "Nothing from the unfinished form was saved."
         )
         if _wants_json():

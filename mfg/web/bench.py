@@ -18,6 +18,7 @@ from flask import (
 from flask_login import current_user
 from sqlalchemy import select
 
+from mfg.custody import labels as container_labels
 from mfg.custody.models import Container
 from mfg.errors import NotFound, Refusal
 from mfg.identity import service as identity_service
@@ -276,6 +277,26 @@ def growth_svg(batch_id: int) -> Any:
     batch_ = process_service.get_batch(db(), batch_id)
     rows = expansion.growth_table(process_service.passages(db(), batch_))
     return Response(expansion.growth_curve_svg(rows), mimetype="image/svg+xml")
+
+
+@bp.route(f"/batches/{ID % 'batch_id'}/labels", methods=["POST"])
+@security.roles_required("technician", "supervisor", "coordinator")
+def print_labels(batch_id: int) -> Any:
+    """Container labels as a PDF for the label printer; each print is recorded (reprints with a reason)."""
+    batch_ = process_service.get_batch(db(), batch_id)
+    wanted = request.form.getlist("container")
+    query = select(Container).where(Container.din == batch_.din).order_by(Container.id)
+    query = query.where(Container.scan_id.in_(wanted)) if wanted else query.where(
+        Container.status.in_(("in_use", "stored")))
+    try:
+        pdf = container_labels.print_container_labels(db(), _me(), db().scalars(query).all(),
+                                                      request.form.get("reason", ""))
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return _batch_page(process_service.get_batch(db(), batch_id), error=exc.message, status=status)
+    return Response(pdf, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="labels-batch-{batch_id}.pdf"'})
 
 
 # --- deviations -----------------------------------------------------------------------------------------

@@ -339,3 +339,63 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def test_container_labels_decode_and_every_print_is_recorded(
+    terminal: Terminal, session: Session, subject: Subject, bench: Bench, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    from mfg.custody.models import LabelPrint
+    from tests.conftest import require_tool
+
+    pdftoppm = require_tool("pdftoppm", "rasterises label PDFs")
+    zbarimg = require_tool("zbarimg", "decodes printed barcodes")
+    batch = _start(terminal, session, subject)
+    for step_key in (
+        "collection.harvest",
+        "collection.handoff",
+        "receipt.accept",
+        "processing.digest",
+        "processing.separate",
+        "processing.svf_count",
+        "processing.plate_p0",
+    ):
+        assert _record(terminal, session, batch, step_key)[0] == 302
+    session.rollback()
+    open_ids = sorted(
+        c.scan_id for c in session.scalars(select(Container).where(Container.status == "in_use"))
+    )
+    assert len(open_ids) == 2  # the two P0 flasks
+    session.rollback()
+    tech = terminal("technician")
+    response = tech.post(f"/bench/batches/{batch.id}/labels")
+    assert response.status_code == 200 and response.mimetype == "application/pdf"
+    (tmp_path / "labels.pdf").write_bytes(response.data)
+    subprocess.run(
+        [pdftoppm, "-r", "300", "-png", str(tmp_path / "labels.pdf"), str(tmp_path / "page")], check=True
+    )
+    decoded = []
+    for page in sorted(tmp_path.glob("page*.png")):
+        out = subprocess.run(
+            [zbarimg, "-q", "--raw", "-Sdisable", "-Scode128.enable", str(page)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        decoded += out.stdout.split()
+    assert sorted(decoded) == open_ids
+    text = subprocess.run(
+        ["pdftotext", str(tmp_path / "labels.pdf"), "-"], capture_output=True, text=True
+    ).stdout
+    assert "Jordan Example" in text and "1961-04-12" in text and "P0 culture" in text
+    # A second print is a reprint: refused without a reason, recorded with one.
+    refused = tech.post(f"/bench/batches/{batch.id}/labels")
+    assert refused.status_code == 422 and "reprint needs a reason" in refused.text
+    assert tech.post(f"/bench/batches/{batch.id}/labels", data={"reason": "label smudged"}).status_code == 200
+    session.rollback()
+    prints = session.scalars(select(LabelPrint).order_by(LabelPrint.id)).all()
+    assert [(p.reprint, p.reason) for p in prints] == [(False, "first print")] * 2 + [
+        (True, "label smudged")
+    ] * 2
+    assert audit_service.verify(session).ok
