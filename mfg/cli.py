@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+from pathlib import Path
 
 import click
 from alembic import command as alembic_command
@@ -107,6 +108,30 @@ def serve(host: str, port: int, threads: int, demo: bool) -> None:
     app = create_app()
     click.echo(f"MFG terminal on http://{host}:{port}/  (Ctrl+C stops it)")
     waitress.serve(app, host=host, port=port, threads=threads, ident="mfg")
+
+
+@cli.command(
+    help="Run the reference scenario through the service layer; write label PDFs; print a JSON summary."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the label PDFs.",
+)
+def demo(out_dir: Path) -> None:
+    import json
+
+    from mfg.demo import run_reference_scenario
+
+    url, engine = _engine()
+    upgrade_database(url)
+    try:
+        summary = run_reference_scenario(make_session_factory(engine), out_dir.resolve(), _actor())
+    except Refusal as exc:
+        _fail(f"the scenario was refused: {exc.message}")
+    click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
 
 
 @cli.group(help="Accounts: add and deactivate. Accounts are never deleted.")

@@ -3,14 +3,19 @@ expansion. Safe to run twice. The same in-spec step values drive the tests of th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from labels import isbt128
 from mfg.custody.models import Container
+from mfg.db import session_scope
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.materials import service as materials_service
@@ -153,6 +158,9 @@ def set_up_bench(session: Session, qa: User, password: str, actor: str = "test-s
     mbr = process_service.register_mbr(session, actor, packaged_mbr_text())
     if mbr.status == "draft":
         process_service.approve_mbr(session, qa, password, mbr)
+    dose_mbr = process_service.register_mbr(session, actor, packaged_mbr_text("aamsc_dose"))
+    if dose_mbr.status == "draft":
+        process_service.approve_mbr(session, qa, password, dose_mbr)
     far = date.today() + timedelta(days=365)
     lots = {}
     for code, name in [
@@ -160,6 +168,8 @@ def set_up_bench(session: Session, qa: User, password: str, actor: str = "test-s
         ("LOT-MEM-1", "Advanced MEM"),
         ("LOT-HPL-1", "Human platelet lysate"),
         ("LOT-CRYO-1", "Cryomedium CS10"),
+        ("LOT-LR-1", "Lactated Ringer's Injection, USP"),
+        ("LOT-SYR-1", "Syringe 10 mL, sterile, Luer lock"),
     ]:
         lots[code] = materials_service.register_lot(
             session,
@@ -198,6 +208,7 @@ def set_up_bench(session: Session, qa: User, password: str, actor: str = "test-s
         ("INC-01", "incubator"),
         ("CEN-01", "centrifuge"),
         ("CRF-01", "controlled-rate freezer"),
+        ("WB-01", "water bath"),
     ]:
         equipment[tag] = materials_service.register_equipment(
             session, actor, asset_tag=tag, equipment_type=kind, description=kind, calibration_due=far
@@ -310,7 +321,46 @@ def step_values(
         }
     if step_key == "cryobank.close":
         return {"sufficiency_reviewed": "yes", "comment": ""}
+    if step_key.startswith("dose."):
+        return _dose_step_values(session, batch, step_key)
     raise KeyError(step_key)
+
+
+def _dose_step_values(session: Session, batch: Batch, step_key: str) -> dict[str, str]:
+    """Stage 6 in specification: 2 vials of 5e7 thawed with 70 % recovery, 1.4e7 viable cells/mL."""
+    from mfg.dosing import preparation
+    from mfg.dosing import service as order_service
+
+    study = load_study()
+    if step_key == "dose.thaw":
+        order = preparation.order_of(session, batch)
+        subject = session.get(Subject, batch.subject_id)
+        assert subject is not None
+        vials = order_service.bank_status(session, subject, study, order).vials_to_thaw
+        return {"vials": " ".join(vials), "water_bath": "WB-01", "thaw_minutes": "2"}
+    if step_key == "dose.wash":
+        return {"lr_lot": "LOT-LR-1", "centrifuge": "CEN-01", "resuspension_volume": "5"}
+    if step_key == "dose.count":
+        return {"count_1": "1.40e7", "count_2": "1.38e7", "count_3": "1.42e7", "viability": "92"}
+    if step_key == "dose.fill":
+        plan = preparation.fill_plan(session, batch, study)
+        return {
+            "syringe_lot": "LOT-SYR-1",
+            "lr_lot": "LOT-LR-1",
+            "suspension_drawn": f"{plan.suspension_ml}",
+            "diluent_added": f"{plan.diluent_ml}",
+        }
+    if step_key == "dose.final_count":
+        product = preparation.product_of(session, batch)
+        assert product is not None
+        return {"post_fill_count": f"{product.expected_cells / product.final_volume_ml:.4g}"}
+    if step_key == "dose.label":
+        printed = preparation.labels_printed(session, batch)
+        return {"labels_checked": "yes", "labels_applied": str(printed), "labels_destroyed": "0"}
+    raise KeyError(step_key)
+
+
+DOSE_STEPS = ("dose.thaw", "dose.wash", "dose.count", "dose.fill", "dose.final_count", "dose.label")
 
 
 # Who performs and who verifies each step in the reference scenario.
@@ -335,3 +385,147 @@ STEP_SEQUENCE = [
     ("cryobank.bank_tests", 1),
     ("cryobank.close", 1),
 ]
+
+
+# --- the reference scenario (mfg demo --out DIR) --------------------------------------------------------
+
+
+def _next_subject_id(session: Session) -> str:
+    taken = set(session.scalars(select(Subject.study_subject_id)))
+    return next(f"ALS-{n:03d}" for n in range(2, 1000) if f"ALS-{n:03d}" not in taken)
+
+
+def _run_steps(
+    session: Session,
+    users: dict[str, User],
+    batch: Batch,
+    steps: Sequence[tuple[str, int]],
+    study: StudyDefinition,
+    cabinet: Workstation,
+) -> None:
+    for step_key, iteration in steps:
+        role = PERFORMER.get(step_key, "technician")
+        performer = users[DEMO_USER_FOR_ROLE[role]]
+        if process_service.batch_mbr(session, batch).step(step_key).at_workstation:
+            process_service.open_at_workstation(session, performer, cabinet, batch)
+        values = step_values(session, batch, step_key, datetime.now(UTC), iteration)
+        record = process_service.record_step(
+            session,
+            performer,
+            DEMO_PASSWORD,
+            batch,
+            step_key,
+            process_service.StepSubmission(values),
+            study,
+            cabinet,
+        )
+        if record.status == "awaiting_verification":
+            verifier = users["super" if performer.username != "super" else "tech2"]
+            process_service.verify_step(session, verifier, DEMO_PASSWORD, record)
+
+
+def run_reference_scenario(factory: sessionmaker[Session], out: Path, actor: str) -> dict[str, Any]:
+    """Enroll, collect, process, expand, bank, order 5e7, prepare the dose, print labels: the whole story
+    through the service layer, committed step by step. Returns the summary ``mfg demo`` prints."""
+    from mfg.custody import labels as container_labels
+    from mfg.dosing import preparation
+    from mfg.dosing import service as order_service
+
+    study = load_study()
+    out.mkdir(parents=True, exist_ok=True)
+    with session_scope(factory) as session:
+        seed_demo(session, actor)
+    with session_scope(factory) as session:
+        users = {u.username: u for u in session.scalars(select(User))}
+        site = session.scalar(select(Site).where(Site.code == "RST"))
+        assert site is not None
+        form = study_service.EnrollmentForm(
+            study_subject_id=_next_subject_id(session),
+            name="Morgan Reference-Scenario",
+            date_of_birth=date(1968, 9, 30),
+            medical_record_number="MRN-7700123",
+            site_id=site.id,
+            consent_date=datetime.now(UTC).date(),
+        )
+        subject = study_service.enroll_subject(session, users["coord"], study, form, DEMO_PASSWORD)
+        batch = process_service.start_batch(session, users["coord"], subject, study)
+        cabinet = session.scalar(select(Workstation).where(Workstation.code == "BSC-02"))
+        assert cabinet is not None
+        if cabinet.current_batch_id is not None:
+            process_service.clear_line(session, users["tech"], DEMO_PASSWORD, cabinet)
+        _run_steps(session, users, batch, STEP_SEQUENCE, study, cabinet)
+        vials = session.scalars(
+            select(Container)
+            .where(Container.din == batch.din, Container.kind == "cryovial")
+            .order_by(Container.id)
+        ).all()
+        files = {"container_labels": out / "cryovial-labels.pdf"}
+        files["container_labels"].write_bytes(
+            container_labels.print_container_labels(session, users["tech"], vials, "")
+        )
+        subject_id = subject.id
+    with session_scope(factory) as session:
+        subject = session.get(Subject, subject_id)
+        assert subject is not None
+        order = order_service.place_order(
+            session,
+            users["inv"],
+            DEMO_PASSWORD,
+            subject,
+            study,
+            injection_number=1,
+            dose_cells=study.dosing.first_dose,
+            body_weight_kg=72.5,
+            first_due=datetime.now(UTC).date() + timedelta(days=1),
+            change_reason=None,
+        )
+        dose_batch = preparation.start_preparation(session, users["tech"], order, study)
+        cabinet = session.scalar(select(Workstation).where(Workstation.code == "BSC-02"))
+        assert cabinet is not None
+        if cabinet.current_batch_id not in (None, dose_batch.id):
+            holder = session.get(Batch, cabinet.current_batch_id)
+            if holder is not None and holder.subject_id != subject.id:
+                process_service.clear_line(session, users["tech"], DEMO_PASSWORD, cabinet)
+        _run_steps(session, users, dose_batch, [(k, 1) for k in DOSE_STEPS[:5]], study, cabinet)
+        product = preparation.product_of(session, dose_batch)
+        assert product is not None
+        syringe_pdf = preparation.print_product_labels(session, users["tech"], product, study, "")
+        shipper_pdf = preparation.print_product_labels(
+            session, users["tech"], product, study, "", kind="shipper"
+        )
+        files["syringe_label"] = out / "syringe-label.pdf"
+        files["shipper_label"] = out / "shipper-label.pdf"
+        files["syringe_label"].write_bytes(syringe_pdf)
+        files["shipper_label"].write_bytes(shipper_pdf)
+        _run_steps(session, users, dose_batch, [("dose.label", 1)], study, cabinet)
+        label = preparation.syringe_label(session, product, study)
+        from labels.data import barcode_strings
+        from mfg.study.service import coi_of
+
+        din = isbt128.parse(product.din)
+        assert isinstance(din, isbt128.Din)
+        coi = coi_of(subject)
+        summary: dict[str, Any] = {
+            "subject": {
+                "study_subject_id": subject.study_subject_id,
+                "coi": coi.identifier,
+                "coi_check_character": coi.check_character,
+                "wristband": coi.code,
+            },
+            "dose": {
+                "prescribed_cells": product.prescribed_cells,
+                "delivered_cells": product.delivered_cells,
+                "final_volume_ml": product.final_volume_ml,
+                "status": product.status,
+            },
+            "syringe": {
+                "din": din.din,
+                "din_code": product.din,
+                "din_check_character": din.check_character,
+                "product_code": product.product_code,
+                "expiry": preparation.expiry_local(product, study).isoformat(timespec="minutes"),
+                "barcodes": barcode_strings(label),
+            },
+            "files": [str(path) for path in files.values()],
+        }
+    return summary

@@ -3,12 +3,14 @@
 from mfg.audit.models import AuditEvent
 from mfg.custody.models import Container, ContainerParent, DinSequence, LabelPrint
 from mfg.db import Base
+from mfg.dosing.models import DoseOrder
 from mfg.identity.models import Signature, User
 from mfg.materials.models import Equipment, EquipmentUse, MaterialUse, ReagentLot
 from mfg.process.models import (
     Batch,
     Deviation,
     FieldValue,
+    FinalProduct,
     LineClearance,
     MbrVersion,
     StepRecord,
@@ -17,7 +19,27 @@ from mfg.process.models import (
 from mfg.study.models import Site, Subject
 
 __all__ = [
-    "AuditEvent", "Base", "Batch", "Container", "ContainerParent", "Deviation", "DinSequence", "Equipment",
-    "EquipmentUse", "FieldValue", "LabelPrint", "LineClearance", "MaterialUse", "MbrVersion", "ReagentLot",
-    "Signature", "Site", "StepRecord", "Subject", "User", "Workstation",
+    "AuditEvent",
+    "Base",
+    "Batch",
+    "Container",
+    "ContainerParent",
+    "Deviation",
+    "DinSequence",
+    "DoseOrder",
+    "Equipment",
+    "EquipmentUse",
+    "FieldValue",
+    "FinalProduct",
+    "LabelPrint",
+    "LineClearance",
+    "MaterialUse",
+    "MbrVersion",
+    "ReagentLot",
+    "Signature",
+    "Site",
+    "StepRecord",
+    "Subject",
+    "User",
+    "Workstation",
 ]

@@ -21,6 +21,10 @@ def run_migrations_online() -> None:
     url = context.config.get_main_option("sqlalchemy.url") or mfg_config.database_url()
     engine = make_engine(url)
     with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            # Batch migrations rebuild tables; foreign key checks must be off while they do (outside any
+            # transaction, so through the driver before SQLAlchemy begins one).
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
         context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()

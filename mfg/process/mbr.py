@@ -16,16 +16,13 @@ from importlib import resources
 from typing import Any
 
 FIELD_TYPES = (
-    "number",
-    "choice",
-    "text",
-    "datetime",
-    "lot",
-    "equipment",
-    "container",
-    "check",
-    "elapsed_hours",
+    "number", "choice", "text", "datetime", "lot", "equipment", "container", "container_list", "check",
+    "elapsed_hours", "delivered_dose", "label_reconciliation",
 )
+# Filled in by the system when the step is recorded, never typed.
+COMPUTED_TYPES = ("elapsed_hours", "delivered_dose", "label_reconciliation")
+# Dose preparation: number fields whose acceptance range is the fill plan's volume, +- one volume step.
+PLAN_KEYS = ("suspension_ml", "diluent_ml")
 CONTAINER_KINDS = ("tissue_tube", "culture_flask", "cryovial", "syringe", "shipper", "sample_tube")
 STEP_ROLES = ("technician", "supervisor", "qc_analyst", "coordinator")
 _KEY = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -64,6 +61,8 @@ class FieldDef:
     container_kind: str = ""
     consume: bool = False  # container fields: the scanned container is used up by the step
     since: str = ""  # elapsed_hours: "step_key.field_key" of the datetime it counts from
+    plan: str = ""  # number fields checked against the fill plan (PLAN_KEYS)
+    plan: str = ""  # number fields checked against the fill plan (PLAN_KEYS)
     help: str = ""
 
     @property
@@ -187,7 +186,7 @@ def _field(raw: dict[str, Any], where: str) -> FieldDef:
         raise _fail(where, "a lot field names its material")
     if kind == "equipment" and not raw.get("equipment_type"):
         raise _fail(where, "an equipment field names its equipment_type")
-    if kind == "container" and raw.get("container_kind") not in CONTAINER_KINDS:
+    if kind in ("container", "container_list") and raw.get("container_kind") not in CONTAINER_KINDS:
         raise _fail(where, f"container_kind must be one of {', '.join(CONTAINER_KINDS)}")
     if kind == "elapsed_hours" and not re.fullmatch(
         r"[a-z0-9_]+\.[a-z0-9_]+\.[a-z0-9_]+", raw.get("since", "")
@@ -216,7 +215,12 @@ def _field(raw: dict[str, Any], where: str) -> FieldDef:
         "consume",
         "since",
         "help",
+        "plan",
     }
+    if raw.get("plan") and (kind != "number" or raw["plan"] not in PLAN_KEYS):
+        raise _fail(where, f"plan must be one of {', '.join(PLAN_KEYS)} on a number field")
+    if raw.get("plan") and (kind != "number" or raw["plan"] not in PLAN_KEYS):
+        raise _fail(where, f"plan must be one of {', '.join(PLAN_KEYS)} on a number field")
     unknown = set(raw) - known
     if unknown:
         raise _fail(where, f"unknown settings {sorted(unknown)}")
@@ -238,6 +242,7 @@ def _field(raw: dict[str, Any], where: str) -> FieldDef:
         consume=bool(raw.get("consume", False)),
         since=str(raw.get("since", "")),
         help=str(raw.get("help", "")),
+        plan=str(raw.get("plan", "")),
     )
 
 

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from mfg.audit.models import Audited
 from mfg.db import Base, UTCDateTime
 
-BATCH_STATUSES = ("open", "on_hold", "rejected", "cryobanked")
+BATCH_STATUSES = ("open", "on_hold", "rejected", "cryobanked", "prepared")
 
 
 class MbrVersion(Audited, Base):
@@ -43,15 +43,21 @@ class Workstation(Audited, Base):
 
 
 class Batch(Audited, Base):
-    """One subject's manufacture, identified by the collection's DIN."""
+    """One subject's manufacture under one MBR: the collection-to-cryobank batch (division 00), or the
+    preparation of one prescribed dose (division A0, B0, ...). All keep the collection's DIN."""
 
     __tablename__ = "batch"
     __table_args__ = (
-        CheckConstraint("status IN ('open', 'on_hold', 'rejected', 'cryobanked')", name="status_known"),
+        CheckConstraint(
+            "status IN ('open', 'on_hold', 'rejected', 'cryobanked', 'prepared')", name="status_known"
+        ),
+        UniqueConstraint("din", "division"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    din: Mapped[str] = mapped_column(String(16), nullable=False, unique=True)
+    din: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    division: Mapped[str] = mapped_column(String(2), nullable=False, default="00")
+    dose_order_id: Mapped[int | None] = mapped_column(ForeignKey("dose_order.id"), unique=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), nullable=False, index=True)
     mbr_version_id: Mapped[int] = mapped_column(ForeignKey("mbr_version.id"), nullable=False)
     status: Mapped[str] = mapped_column(String(20), nullable=False)
@@ -69,7 +75,12 @@ class StepRecord(Audited, Base):
     )
     # Verification changes the status; what the performer and verifier sign is the work and its values.
     __signed_fields__ = (
-        "batch_id", "step_key", "iteration", "performed_by_id", "performed_at", "entered_at",
+        "batch_id",
+        "step_key",
+        "iteration",
+        "performed_by_id",
+        "performed_at",
+        "entered_at",
         "workstation_id",
     )
 
@@ -145,3 +156,27 @@ class LineClearance(Audited, Base):
     previous_batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id"), nullable=False)
     cleared_by_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), nullable=False)
     cleared_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class FinalProduct(Audited, Base):
+    """A filled syringe: identified by DIN + product code (with its division), with expiry and dose."""
+
+    __tablename__ = "final_product"
+    __table_args__ = (
+        CheckConstraint("status IN ('awaiting_count', 'blocked', 'awaiting_release')", name="status_known"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id"), nullable=False, unique=True)
+    dose_order_id: Mapped[int] = mapped_column(ForeignKey("dose_order.id"), nullable=False, unique=True)
+    syringe_id: Mapped[int] = mapped_column(ForeignKey("container.id"), nullable=False, unique=True)
+    din: Mapped[str] = mapped_column(String(16), nullable=False)
+    product_code: Mapped[str] = mapped_column(String(10), nullable=False)  # ISBT 128 003, with division
+    formulated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    prescribed_cells: Mapped[float] = mapped_column(Float, nullable=False)
+    expected_cells: Mapped[float] = mapped_column(Float, nullable=False)  # from the fill plan
+    final_volume_ml: Mapped[float] = mapped_column(Float, nullable=False)
+    delivered_cells: Mapped[float | None] = mapped_column(Float)  # from the retained sample's count
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    block_reason: Mapped[str | None] = mapped_column(Text)

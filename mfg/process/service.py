@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -20,6 +20,7 @@ from mfg.audit import service as audit_service
 from mfg.custody import service as custody_service
 from mfg.custody.models import Container
 from mfg.db import utcnow
+from mfg.dosing import preparation
 from mfg.errors import NotFound, PermissionRefused, Refusal, SignatureRefused, ValidationRefused
 from mfg.identity import rules as identity_rules
 from mfg.identity import service as identity_service
@@ -28,7 +29,7 @@ from mfg.materials import service as materials_service
 from mfg.materials.models import EquipmentUse, MaterialUse
 from mfg.process import rules
 from mfg.process.expansion import Passage
-from mfg.process.mbr import FieldDef, MasterBatchRecord, StepDef, parse_mbr
+from mfg.process.mbr import COMPUTED_TYPES, FieldDef, MasterBatchRecord, StepDef, parse_mbr
 from mfg.process.models import (
     Batch,
     Deviation,
@@ -240,6 +241,7 @@ class _Entry:
     lot_id: int | None = None
     equipment_id: int | None = None
     container: Container | None = None
+    containers: list[Container] = field(default_factory=list)
 
 
 @dataclass
@@ -273,11 +275,12 @@ def _parse_entries(
     submission: StepSubmission,
     performed_at: datetime,
     zone: ZoneInfo,
+    study: StudyDefinition,
 ) -> list[_Entry]:
     missing = [
         f.label
         for f in step.fields
-        if f.type != "elapsed_hours" and f.required and not submission.values.get(f.key, "").strip()
+        if f.type not in COMPUTED_TYPES and f.required and not submission.values.get(f.key, "").strip()
     ]
     if missing:
         raise MissingFields(
@@ -298,10 +301,10 @@ def _parse_entries(
             hours = (performed_at - since).total_seconds() / 3600
             entries.append(_Entry(f, rules.ParsedValue(f"{hours:.2f}", round(hours, 2))))
             continue
-        if not raw:
+        if f.type in COMPUTED_TYPES or not raw:
             continue
         try:
-            if f.type == "number":
+            if f.type == "number" and not f.plan:
                 entries.append(_Entry(f, rules.parse_number(f, raw)))
             elif f.type == "choice":
                 entries.append(_Entry(f, rules.parse_choice(f, raw)))
@@ -316,6 +319,8 @@ def _parse_entries(
                 if len(raw) > 500:
                     raise rules.FieldInputError(f"{f.label}: longer than 500 characters")
                 entries.append(_Entry(f, rules.ParsedValue(raw)))
+            elif f.type == "number" and f.plan:
+                entries.append(_plan_checked(session, batch, f, rules.parse_number(f, raw), study))
             elif f.type == "lot":
                 lot = materials_service.usable_lot(session, raw, on=on, expected_material=f.material)
                 entries.append(
@@ -325,31 +330,91 @@ def _parse_entries(
                 item = materials_service.usable_equipment(session, raw, on=on, expected_type=f.equipment_type)
                 entries.append(_Entry(f, rules.ParsedValue(item.asset_tag), equipment_id=item.id))
             elif f.type == "container":
-                container = custody_service.find_container(session, raw)
-                custody_service.require_same_subject(container, subject)
-                if container.din != batch.din:
-                    raise custody_service.ChainOfIdentityRefused(
-                        f"STOP: container {container.scan_id} is not from this batch's collection "
-                        f"(DIN {container.din}, batch {batch.din})",
-                        entity_type="container",
-                        entity_id=str(container.id),
-                    )
-                if container.kind != f.container_kind:
-                    raise ValidationRefused(
-                        f"{f.label}: {container.scan_id} is a {container.kind}, not a {f.container_kind}",
-                        entity_type="container",
-                        entity_id=str(container.id),
-                    )
-                if container.status not in ("in_use", "stored"):
-                    raise ValidationRefused(
-                        f"{f.label}: container {container.scan_id} is {container.status}",
-                        entity_type="container",
-                        entity_id=str(container.id),
-                    )
+                container = _batch_container(session, batch, subject, f, raw)
                 entries.append(_Entry(f, rules.ParsedValue(container.scan_id), container=container))
+            elif f.type == "container_list":
+                scanned = list(dict.fromkeys(raw.replace(",", " ").split()))
+                containers = [_batch_container(session, batch, subject, f, code) for code in scanned]
+                entries.append(_Entry(f, rules.ParsedValue(" ".join(scanned)), containers=containers))
         except rules.FieldInputError as exc:
             raise ValidationRefused(str(exc), entity_type="batch", entity_id=str(batch.id)) from exc
-    return entries
+    return entries + _computed_dose_entries(session, batch, step, entries, study)
+
+
+def _computed_dose_entries(
+    session: Session, batch: Batch, step: StepDef, entries: list[_Entry], study: StudyDefinition
+) -> list[_Entry]:
+    """Stage 6 values the system works out: the delivered dose and the label reconciliation."""
+    from mfg.dosing import preparation
+
+    typed = {e.field.key: e.parsed.number for e in entries}
+    computed: list[_Entry] = []
+    for f in step.fields:
+        if f.type == "delivered_dose":
+            count = typed.get("post_fill_count")
+            assert count is not None  # a required field of the same step
+            delivered, product = preparation.delivered_dose(session, batch, count)
+            tolerance = study.dosing.tolerance
+            checked = replace(
+                f,
+                low=product.prescribed_cells * (1 - tolerance),
+                high=product.prescribed_cells * (1 + tolerance),
+            )
+            computed.append(_Entry(checked, rules.ParsedValue(f"{delivered:.4g}", delivered)))
+        elif f.type == "label_reconciliation":
+            printed = preparation.labels_printed(session, batch)
+            applied = int(typed.get("labels_applied") or 0)
+            destroyed = int(typed.get("labels_destroyed") or 0)
+            balanced = printed == applied + destroyed
+            text = (
+                f"balanced: printed {printed} = applied {applied} + destroyed {destroyed}"
+                if balanced
+                else f"UNBALANCED: printed {printed}, applied {applied} + destroyed {destroyed}"
+            )
+            computed.append(_Entry(f, rules.ParsedValue(text)))
+    return computed
+
+
+def _batch_container(session: Session, batch: Batch, subject: Subject, f: FieldDef, raw: str) -> Container:
+    """A scanned container must be this subject's, from this collection, of the right kind, and usable."""
+    container = custody_service.find_container(session, raw)
+    custody_service.require_same_subject(container, subject)
+    if container.din != batch.din:
+        raise custody_service.ChainOfIdentityRefused(
+            f"STOP: container {container.scan_id} is not from this batch's collection "
+            f"(DIN {container.din}, batch {batch.din})",
+            entity_type="container",
+            entity_id=str(container.id),
+        )
+    if container.kind != f.container_kind:
+        raise ValidationRefused(
+            f"{f.label}: {container.scan_id} is a {container.kind}, not a {f.container_kind}",
+            entity_type="container",
+            entity_id=str(container.id),
+        )
+    if container.status not in ("in_use", "stored"):
+        raise ValidationRefused(
+            f"{f.label}: container {container.scan_id} is {container.status}",
+            entity_type="container",
+            entity_id=str(container.id),
+        )
+    return container
+
+
+def _plan_checked(
+    session: Session, batch: Batch, f: FieldDef, value: rules.ParsedValue, study: StudyDefinition
+) -> _Entry:
+    """A volume checked against the fill plan: within one volume step of what the plan says."""
+    from mfg.dosing import preparation
+
+    try:
+        plan = preparation.fill_plan(session, batch, study)
+    except ValueError as exc:
+        raise ValidationRefused(f"no fill plan: {exc}", entity_type="batch", entity_id=str(batch.id)) from exc
+    target = float(getattr(plan, f.plan))
+    step = study.dosing.volume_step_ml
+    checked = replace(f, low=round(target - step, 6), high=round(target + step, 6))
+    return _Entry(checked, value)
 
 
 def rules_iso(when: datetime) -> str:
@@ -460,7 +525,7 @@ def record_step(
                 entity_type="batch",
                 entity_id=str(batch.id),
             )
-    entries = _parse_entries(session, batch, subject, step, submission, performed_at, zone)
+    entries = _parse_entries(session, batch, subject, step, submission, performed_at, zone, study)
 
     iteration = progress_of(session, batch).get(step.key, rules.StepProgress()).count + 1
     record = StepRecord(
@@ -508,11 +573,12 @@ def record_step(
                     step_record_id=record.id, field_key=entry.field.key, equipment_id=entry.equipment_id
                 ),
             )
-        if entry.container is not None and entry.field.consume:
+        scanned = ([entry.container] if entry.container is not None else []) + entry.containers
+        for container in scanned if entry.field.consume else []:
             audit_service.update(
                 session,
                 user.username,
-                entry.container,
+                container,
                 reason=f"used in {step.title}",
                 action="consume",
                 status="consumed",
@@ -541,7 +607,11 @@ def record_step(
                 status="consumed",
             )
     parents += [e.container for e in entries if e.container is not None and e.field.consume]
+    parents += [c for e in entries if e.field.consume for c in e.containers]
+    if batch.dose_order_id is not None and step.creates and not parents:
+        parents = preparation.thawed_vials(session, batch)
     storage = next((e.parsed.text for e in entries if e.field.key == "storage_location"), "")
+    created: list[Container] = []
     for creates in step.creates:
         count = int(numbers.get(creates.count_field, creates.count)) if creates.count_field else creates.count
         if count < 0 or count > 200:
@@ -550,18 +620,22 @@ def record_step(
             )
         contents = creates.contents.replace("{iteration}", str(iteration))
         for _ in range(count):
-            custody_service.create_container(
-                session,
-                user.username,
-                kind=creates.kind,
-                subject=subject,
-                contents=contents,
-                location=storage or location,
-                holder_id=user.id,
-                din=batch.din,
-                parents=parents,
-                status="stored" if creates.kind == "cryovial" else "in_use",
+            created.append(
+                custody_service.create_container(
+                    session,
+                    user.username,
+                    kind=creates.kind,
+                    subject=subject,
+                    contents=contents,
+                    location=storage or location,
+                    holder_id=user.id,
+                    din=batch.din,
+                    parents=parents,
+                    status="stored" if creates.kind == "cryovial" else "in_use",
+                )
             )
+    if batch.dose_order_id is not None:
+        _dose_follow_up(session, user, batch, step, entries, created, performed_at, study)
     identity_service.sign(session, user, password, "performed", record, comment=step.title)
     if step.closes_batch:
         audit_service.update(
@@ -570,10 +644,34 @@ def record_step(
             batch,
             reason=f"{step.title} completed",
             action="close",
-            status="cryobanked",
+            status="prepared" if batch.dose_order_id is not None else "cryobanked",
         )
         _release_workstations(session, user.username, batch)
+        if batch.dose_order_id is not None:
+            preparation.finish(session, user.username, batch)
     return record
+
+
+def _dose_follow_up(
+    session: Session,
+    user: User,
+    batch: Batch,
+    step: StepDef,
+    entries: list[_Entry],
+    created: list[Container],
+    performed_at: datetime,
+    study: StudyDefinition,
+) -> None:
+    """Stage 6: filling makes the final product (expiry from formulation); the final count settles it."""
+    syringes = [c for c in created if c.kind == "syringe"]
+    if syringes:
+        plan = preparation.fill_plan(session, batch, study)
+        preparation.create_final_product(
+            session, user.username, batch, syringes[0], performed_at, plan, study
+        )
+    delivered = next((e.parsed.number for e in entries if e.field.type == "delivered_dose"), None)
+    if delivered is not None:
+        preparation.settle_product(session, user.username, batch, delivered, study)
 
 
 def _release_workstations(session: Session, actor: str, batch: Batch) -> None:

@@ -66,8 +66,20 @@ def index() -> Any:
         .all()
     )
     workstations = db().scalars(select(Workstation).order_by(Workstation.code)).all()
+    from mfg.dosing.models import DoseOrder
+
+    orders = (
+        db()
+        .execute(
+            select(DoseOrder, Subject)
+            .join(Subject, Subject.id == DoseOrder.subject_id)
+            .where(DoseOrder.status == "ordered")
+            .order_by(DoseOrder.due_date)
+        )
+        .all()
+    )
     return render_template(
-        "bench/index.html", rows=rows, workstation=_workstation(), workstations=workstations
+        "bench/index.html", rows=rows, workstation=_workstation(), workstations=workstations, orders=orders
     )
 
 
@@ -150,7 +162,11 @@ def _batch_context(batch: Batch, chosen_step: str | None = None) -> dict[str, An
     holder = None
     if workstation is not None and workstation.current_batch_id not in (None, batch.id):
         holder = session_.get(Batch, workstation.current_batch_id)
+    dose: dict[str, Any] = {}
+    if batch.dose_order_id is not None:
+        dose = _dose_context(batch)
     return {
+        "dose": dose,
         "batch": batch,
         "mbr": mbr,
         "subject": subject,
@@ -171,6 +187,30 @@ def _batch_context(batch: Batch, chosen_step: str | None = None) -> dict[str, An
         "format_cells": expansion.format_cells,
         "values": request.form if request.method == "POST" else {},
     }
+
+
+def _dose_context(batch: Batch) -> dict[str, Any]:
+    """Stage 6 shows the order, the vials to thaw, the fill plan with its arithmetic, and the product."""
+    from mfg.dosing import preparation
+    from mfg.dosing import service as order_service
+
+    session_ = db()
+    order = preparation.order_of(session_, batch)
+    subject = session_.get(Subject, batch.subject_id)
+    assert subject is not None
+    context: dict[str, Any] = {"order": order, "product": preparation.product_of(session_, batch)}
+    try:
+        context["bank"] = order_service.bank_status(session_, subject, _study(), order)
+    except Refusal as exc:
+        context["bank_error"] = exc.message
+    try:
+        context["plan"] = preparation.fill_plan(session_, batch, _study())
+    except ValueError as exc:
+        context["plan_error"] = str(exc)
+    if context["product"] is not None:
+        context["expiry"] = preparation.expiry_local(context["product"], _study())
+        context["labels_printed"] = preparation.labels_printed(session_, batch)
+    return context
 
 
 def _batch_page(batch: Batch, *, error: str = "", status: int = 200, step: str | None = None) -> Any:
@@ -286,17 +326,75 @@ def print_labels(batch_id: int) -> Any:
     batch_ = process_service.get_batch(db(), batch_id)
     wanted = request.form.getlist("container")
     query = select(Container).where(Container.din == batch_.din).order_by(Container.id)
-    query = query.where(Container.scan_id.in_(wanted)) if wanted else query.where(
-        Container.status.in_(("in_use", "stored")))
+    query = (
+        query.where(Container.scan_id.in_(wanted))
+        if wanted
+        else query.where(Container.status.in_(("in_use", "stored")))
+    )
     try:
-        pdf = container_labels.print_container_labels(db(), _me(), db().scalars(query).all(),
-                                                      request.form.get("reason", ""))
+        pdf = container_labels.print_container_labels(
+            db(), _me(), db().scalars(query).all(), request.form.get("reason", "")
+        )
         db().commit()
     except Refusal as exc:
         status = record_refusal(exc)
         return _batch_page(process_service.get_batch(db(), batch_id), error=exc.message, status=status)
-    return Response(pdf, mimetype="application/pdf",
-                    headers={"Content-Disposition": f'inline; filename="labels-batch-{batch_id}.pdf"'})
+    return Response(
+        pdf,
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="labels-batch-{batch_id}.pdf"'},
+    )
+
+
+@bp.route(f"/orders/{ID % 'order_id'}/prepare", methods=["POST"])
+@security.roles_required("technician", "supervisor")
+def prepare(order_id: int) -> Any:
+    """Start dose preparation (MBR stage 6) for a signed dose order."""
+    from mfg.dosing import preparation
+    from mfg.dosing.models import DoseOrder
+
+    order = db().get(DoseOrder, order_id)
+    if order is None:
+        raise NotFound(f"no dose order {order_id}", entity_type="dose_order")
+    try:
+        batch_ = preparation.start_preparation(db(), _me(), order, _study())
+        db().commit()
+    except Refusal as exc:
+        record_refusal(exc)
+        flash(f"Refused: {exc.message}", "error")
+        return redirect(url_for("bench.index"))
+    flash(f"Dose preparation {batch_.division} started.", "ok")
+    return redirect(url_for("bench.batch", batch_id=batch_.id))
+
+
+@bp.route(f"/batches/{ID % 'batch_id'}/product-labels", methods=["POST"])
+@security.roles_required("technician", "supervisor")
+def print_product_labels(batch_id: int) -> Any:
+    """The syringe or shipper label as a PDF; every print recorded, a reprint with its reason."""
+    from mfg.dosing import preparation
+
+    batch_ = process_service.get_batch(db(), batch_id)
+    try:
+        product = preparation.product_of(db(), batch_)
+        if product is None:
+            raise Refusal("the syringe has not been filled yet", entity_type="batch", entity_id=str(batch_id))
+        pdf = preparation.print_product_labels(
+            db(),
+            _me(),
+            product,
+            _study(),
+            request.form.get("reason", ""),
+            kind=request.form.get("kind", "syringe"),
+        )
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return _batch_page(process_service.get_batch(db(), batch_id), error=exc.message, status=status)
+    return Response(
+        pdf,
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="product-label-{batch_id}.pdf"'},
+    )
 
 
 # --- deviations -----------------------------------------------------------------------------------------

@@ -1,14 +1,18 @@
-"""Clinic station: enrollment, the subject page, corrections and the second-person check."""
+"""Clinic station: enrollment, the subject page, corrections, the second-person check and dose orders."""
 
 from __future__ import annotations
 
+import math
+from datetime import date
 from typing import Any
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from mfg.audit.models import AuditEvent
-from mfg.errors import Refusal
+from mfg.dosing import orders
+from mfg.dosing import service as order_service
+from mfg.errors import Refusal, ValidationRefused
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.process import service as process_service
@@ -81,6 +85,12 @@ def _subject_page(subject: Subject, *, error: str = "", status: int = 200) -> An
         .order_by(AuditEvent.id)
     ).all()
     study = load_study(current_app.config["STUDY"])
+    next_order = order_service.next_to_prepare(session_, subject)
+    if next_order is not None:
+        bank_for = (next_order.injection_number, next_order.dose_cells)
+    else:
+        upcoming = order_service.next_injection(session_, subject, study)
+        bank_for = (upcoming, order_service.default_level(session_, subject, study, upcoming))
     return render_template(
         "clinic/subject.html",
         subject=subject,
@@ -94,6 +104,11 @@ def _subject_page(subject: Subject, *, error: str = "", status: int = 200) -> An
         batches=session_.scalars(
             select(Batch).where(Batch.subject_id == subject.id).order_by(Batch.id)
         ).all(),
+        dose_orders=order_service.order_views(session_, subject),
+        next_order=next_order,
+        bank_for=bank_for,
+        bank=order_service.bank_check_for(session_, subject, study, *bank_for),
+        cells=orders.format_cells,
         error=error,
         values=request.form if request.method == "POST" else {},
     ), status
@@ -160,3 +175,119 @@ def start_batch(subject_id: int) -> Any:
         return _subject_page(study_service.get_subject(db(), subject_id), error=exc.message, status=status)
     flash(f"Batch {batch.din} started for {subject_.study_subject_id}.", "ok")
     return redirect(url_for("bench.batch", batch_id=batch.id))
+
+
+# --- dose orders ----------------------------------------------------------------------------------------
+
+
+def _decimal_number(name: str, label: str) -> float:
+    raw = forms.text(name, label, max_length=30)
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValidationRefused(f"{label} {raw!r} is not a number (use a point for decimals)") from exc
+    if not math.isfinite(value):
+        raise ValidationRefused(f"{label} {raw!r} is not a number")
+    return value
+
+
+def _level_value(level: float) -> str:
+    return f"{level:.0f}"
+
+
+def _order_form(subject: Subject, values: Any, *, error: str = "", status: int = 200) -> Any:
+    """The prescription form, with the bank check at every dose level for the injection in the form."""
+    session_ = db()
+    study = load_study(current_app.config["STUDY"])
+    upcoming = order_service.next_injection(session_, subject, study)
+    if not values:
+        values = {
+            "injection_number": str(upcoming),
+            "dose_cells": _level_value(order_service.default_level(session_, subject, study, upcoming)),
+        }
+    try:
+        injection = int(values.get("injection_number", ""))
+    except ValueError:
+        injection = upcoming
+    if not 1 <= injection <= study.schedule.injections:
+        injection = upcoming
+    schedule = order_service.planned_schedule(session_, subject, study)
+    previous = orders.previous_order(injection, order_service.existing_orders(session_, subject))
+    return render_template(
+        "clinic/order.html",
+        subject=subject,
+        study=study,
+        values=values,
+        injection=injection,
+        levels=[(_level_value(level), orders.format_cells(level)) for level in study.dosing.levels],
+        checks={
+            _level_value(level): check
+            for level, check in order_service.bank_checks_by_level(
+                session_, subject, study, injection
+            ).items()
+        },
+        schedule=schedule,
+        previous=previous,
+        cells=orders.format_cells,
+        error=error,
+    ), status
+
+
+@bp.route(f"/subjects/<int(max={forms.LARGEST_ID}):subject_id>/orders/new", methods=["GET", "POST"])
+@security.roles_required("investigator")
+def new_order(subject_id: int) -> Any:
+    """The investigator prescribes an injection and signs it; 'Check the bank' only recomputes the check."""
+    subject_ = study_service.get_subject(db(), subject_id)
+    if request.method == "GET":
+        return _order_form(subject_, {})
+    if request.form.get("action") == "check":
+        return _order_form(subject_, request.form)
+    study = load_study(current_app.config["STUDY"])
+    try:
+        injection_number = forms.whole_number("injection_number", "Injection number")
+        dose_cells = _decimal_number("dose_cells", "Dose level")
+        body_weight_kg = _decimal_number("body_weight_kg", "Body weight (kg)")
+        first_due: date | None = None
+        if request.form.get("first_due", "").strip():
+            first_due = forms.iso_date("first_due", "First injection due date")
+        change_reason = forms.text("change_reason", "Reason for the change", required=False, max_length=500)
+        order = order_service.place_order(
+            db(),
+            _me(),
+            request.form.get("password", ""),
+            subject_,
+            study,
+            injection_number=injection_number,
+            dose_cells=dose_cells,
+            body_weight_kg=body_weight_kg,
+            first_due=first_due,
+            change_reason=change_reason or None,
+        )
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return _order_form(
+            study_service.get_subject(db(), subject_id), request.form, error=exc.message, status=status
+        )
+    flash(
+        f"Injection {order.injection_number} (visit {order.protocol_visit}) ordered: "
+        f"{orders.format_cells(order.dose_cells)} cells, due {order.due_date.isoformat()}; signed.",
+        "ok",
+    )
+    return redirect(url_for("clinic.subject", subject_id=subject_id))
+
+
+@bp.route(f"/orders/<int(max={forms.LARGEST_ID}):order_id>/cancel", methods=["POST"])
+@security.roles_required("investigator", "coordinator")
+def cancel_order(order_id: int) -> Any:
+    order = order_service.get_order(db(), order_id)
+    subject_id = order.subject_id
+    try:
+        reason = forms.text("reason", "Reason for cancelling", required=False)
+        order_service.cancel_order(db(), _me(), order, reason)
+        db().commit()
+    except Refusal as exc:
+        status = record_refusal(exc)
+        return _subject_page(study_service.get_subject(db(), subject_id), error=exc.message, status=status)
+    flash(f"Dose order #{order_id} (injection {order.injection_number}) cancelled.", "ok")
+    return redirect(url_for("clinic.subject", subject_id=subject_id))

@@ -57,7 +57,14 @@ def scan() -> Any:
 def _open_container_batch(code: str) -> Any:
     """A scanned container opens its batch at the step that is due now."""
     container = custody_service.find_container(db(), code)
-    batch = db().scalar(select(Batch).where(Batch.din == container.din))
+    # One collection's DIN has its collection batch and its dose batches: an open one comes first, and the
+    # final product's own dose batch for a syringe or retained sample.
+    batches = db().scalars(select(Batch).where(Batch.din == container.din).order_by(Batch.id)).all()
+    dose_kinds = ("syringe", "sample_tube")
+    batch = next((b for b in reversed(batches) if b.status in ("open", "on_hold")), None)
+    if container.kind in dose_kinds:
+        batch = next((b for b in reversed(batches) if b.division != "00"), batch)
+    batch = batch or (batches[0] if batches else None)
     if batch is None:
         raise NotFound(
             f"container {container.scan_id} belongs to no batch",

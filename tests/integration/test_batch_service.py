@@ -33,7 +33,7 @@ def run_step(
     performer: str | None = None,
 ) -> StepRecord:
     user = world.users[performer or PERFORMER.get(step_key, "technician")]
-    if step_key.split(".")[0] in ("receipt", "processing", "expansion", "cryobank"):
+    if process_service.batch_mbr(session, batch).step(step_key).at_workstation:
         process_service.open_at_workstation(session, user, bench.cabinet, batch)
     record = process_service.record_step(
         session,
