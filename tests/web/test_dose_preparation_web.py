@@ -1,0 +1,90 @@
+"""Dose preparation at the bench terminal: the fill plan on screen, the syringe label as a PDF."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mfg.audit import service as audit_service
+from mfg.dosing import service as order_service
+from mfg.dosing.models import DoseOrder
+from mfg.process import service as process_service
+from mfg.process.models import Batch, FinalProduct
+from mfg.study.definition import StudyDefinition
+from mfg.study.models import Subject
+from tests.bench_data import STEP_SEQUENCE, Bench, step_values
+from tests.conftest import PASSWORD, World, login
+from tests.integration.test_batch_service import run_step
+
+
+def test_a_dose_is_prepared_and_labelled_through_the_terminal(
+    app: Flask, session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
+) -> None:
+    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    session.commit()
+    for step_key, iteration in STEP_SEQUENCE:
+        run_step(session, world, study, batch, bench, step_key, iteration)
+    order = order_service.place_order(
+        session,
+        world.users["investigator"],
+        PASSWORD,
+        subject,
+        study,
+        injection_number=1,
+        dose_cells=5e7,
+        body_weight_kg=68.0,
+        first_due=date.today() + timedelta(days=2),
+        change_reason=None,
+    )
+    session.commit()
+    order_id = order.id
+    tech, supervisor = app.test_client(), app.test_client()
+    assert login(tech, "technician").status_code == 302
+    tech.post("/bench/workstation", data={"code": "BSC-01"})
+    assert f"/bench/orders/{order_id}/prepare" in tech.get("/bench/").text
+    started = tech.post(f"/bench/orders/{order_id}/prepare")
+    assert started.status_code == 302, started.text
+    dose_batch = session.scalar(select(Batch).where(Batch.dose_order_id == order_id))
+    assert dose_batch is not None
+    batch_id = dose_batch.id
+    session.rollback()
+    tech.post(f"/bench/batches/{batch_id}/open")
+    for step_key in ("dose.thaw", "dose.wash", "dose.count", "dose.fill", "dose.final_count"):
+        session.rollback()
+        values = step_values(session, session.get(Batch, batch_id), step_key, datetime.now(UTC))  # type: ignore[arg-type]
+        session.rollback()
+        if step_key == "dose.fill":
+            page = tech.get(f"/bench/batches/{batch_id}").text
+            assert "Fill plan" in page and "5.0e7 / 1.40e7" in page and "Draw <strong>3.6 mL</strong>" in page
+        form = {**{f"f.{k}": v for k, v in values.items()}, "password": PASSWORD}
+        response = tech.post(f"/bench/batches/{batch_id}/steps/{step_key}", data=form)
+        assert response.status_code == 302, f"{step_key}: {response.text[:1500]}"
+        if step_key == "dose.fill":
+            session.rollback()
+            record = process_service.progress_of(session, session.get(Batch, batch_id))  # type: ignore[arg-type]
+            assert record["dose.fill"].awaiting_verification
+            from mfg.process.models import StepRecord
+
+            fill = session.scalar(
+                select(StepRecord).where(StepRecord.batch_id == batch_id, StepRecord.step_key == "dose.fill")
+            )
+            assert fill is not None
+            fill_id = fill.id
+            session.rollback()
+            assert login(supervisor, "supervisor").status_code == 302
+            verified = tech.post(
+                f"/bench/records/{fill_id}/verify", data={"username": "supervisor", "password": PASSWORD}
+            )
+            assert verified.status_code == 302
+    label = tech.post(f"/bench/batches/{batch_id}/product-labels", data={"kind": "syringe"})
+    assert label.status_code == 200 and label.mimetype == "application/pdf"
+    reprint = tech.post(f"/bench/batches/{batch_id}/product-labels", data={"kind": "syringe"})
+    assert reprint.status_code == 422 and "reprint needs a reason" in reprint.text
+    session.rollback()
+    product = session.scalar(select(FinalProduct))
+    assert product is not None and product.status == "awaiting_release"
+    assert session.get(DoseOrder, order_id).status == "in_preparation"  # type: ignore[union-attr]
+    assert audit_service.verify(session).ok
