@@ -44,6 +44,13 @@ def db() -> Session:
     return g.db_session
 
 
+def signed_in_user() -> User:
+    """The signed-in account as a domain User (the session loader already refused missing or locked ones)."""
+    user = db().get(User, current_user.id)
+    assert user is not None
+    return user
+
+
 def actor_name() -> str:
     return current_user.username if current_user.is_authenticated else "anonymous"
 

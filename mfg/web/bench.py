@@ -15,7 +15,6 @@ from flask import (
     session,
     url_for,
 )
-from flask_login import current_user
 from sqlalchemy import select
 
 from mfg.custody import labels as container_labels
@@ -30,18 +29,12 @@ from mfg.process.models import Batch, Deviation, FieldValue, StepRecord, Worksta
 from mfg.study import service as study_service
 from mfg.study.definition import load_study
 from mfg.study.models import Subject
-from mfg.web import db, forms, record_refusal, security
+from mfg.web import db, forms, record_refusal, security, signed_in_user
 
 bp = Blueprint("bench", __name__, url_prefix="/bench")
 
 BENCH_ROLES = ("technician", "supervisor", "qc_analyst", "coordinator", "qa")
 ID = f"<int(max={forms.LARGEST_ID}):%s>"
-
-
-def _me() -> User:
-    user = db().get(User, current_user.id)
-    assert user is not None
-    return user
 
 
 def _study():  # type: ignore[no-untyped-def]
@@ -105,7 +98,7 @@ def clear_line() -> Any:
     try:
         if workstation is None:
             raise Refusal("scan the cabinet this terminal works at first", entity_type="workstation")
-        process_service.clear_line(db(), _me(), request.form.get("password", ""), workstation)
+        process_service.clear_line(db(), signed_in_user(), request.form.get("password", ""), workstation)
         db().commit()
     except Refusal as exc:
         record_refusal(exc)
@@ -231,7 +224,7 @@ def open_batch(batch_id: int) -> Any:
         workstation = _workstation()
         if workstation is None:
             raise Refusal("scan the cabinet this terminal works at first", entity_type="workstation")
-        process_service.open_at_workstation(db(), _me(), workstation, batch_)
+        process_service.open_at_workstation(db(), signed_in_user(), workstation, batch_)
         db().commit()
     except Refusal as exc:
         status = record_refusal(exc)
@@ -248,7 +241,7 @@ def record_step(batch_id: int, step_key: str) -> Any:
     try:
         record = process_service.record_step(
             db(),
-            _me(),
+            signed_in_user(),
             request.form.get("password", ""),
             batch_,
             step_key,
@@ -301,7 +294,12 @@ def correct(value_id: int) -> Any:
     batch_id = record.batch_id
     try:
         process_service.correct_value(
-            db(), _me(), value, request.form.get("new_value", ""), request.form.get("reason", ""), _study()
+            db(),
+            signed_in_user(),
+            value,
+            request.form.get("new_value", ""),
+            request.form.get("reason", ""),
+            _study(),
         )
         db().commit()
     except Refusal as exc:
@@ -333,7 +331,7 @@ def print_labels(batch_id: int) -> Any:
     )
     try:
         pdf = container_labels.print_container_labels(
-            db(), _me(), db().scalars(query).all(), request.form.get("reason", "")
+            db(), signed_in_user(), db().scalars(query).all(), request.form.get("reason", "")
         )
         db().commit()
     except Refusal as exc:
@@ -357,7 +355,7 @@ def prepare(order_id: int) -> Any:
     if order is None:
         raise NotFound(f"no dose order {order_id}", entity_type="dose_order")
     try:
-        batch_ = preparation.start_preparation(db(), _me(), order, _study())
+        batch_ = preparation.start_preparation(db(), signed_in_user(), order, _study())
         db().commit()
     except Refusal as exc:
         record_refusal(exc)
@@ -380,7 +378,7 @@ def print_product_labels(batch_id: int) -> Any:
             raise Refusal("the syringe has not been filled yet", entity_type="batch", entity_id=str(batch_id))
         pdf = preparation.print_product_labels(
             db(),
-            _me(),
+            signed_in_user(),
             product,
             _study(),
             request.form.get("reason", ""),
@@ -439,7 +437,11 @@ def assess(deviation_id: int) -> Any:
     deviation_ = _get_deviation(deviation_id)
     try:
         process_service.assess_deviation(
-            db(), _me(), request.form.get("password", ""), deviation_, request.form.get("assessment", "")
+            db(),
+            signed_in_user(),
+            request.form.get("password", ""),
+            deviation_,
+            request.form.get("assessment", ""),
         )
         db().commit()
     except Refusal as exc:
@@ -456,7 +458,7 @@ def close(deviation_id: int) -> Any:
     try:
         process_service.close_deviation(
             db(),
-            _me(),
+            signed_in_user(),
             request.form.get("password", ""),
             deviation_,
             request.form.get("investigation", ""),

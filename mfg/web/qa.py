@@ -10,21 +10,14 @@ from sqlalchemy import select
 
 from mfg.errors import NotFound, Refusal
 from mfg.identity import service as identity_service
-from mfg.identity.models import User
 from mfg.materials import service as materials_service
 from mfg.materials.models import ReagentLot
 from mfg.process import service as process_service
 from mfg.process.models import Deviation, MbrVersion
-from mfg.web import db, forms, record_refusal, security
+from mfg.web import db, forms, record_refusal, security, signed_in_user
 
 bp = Blueprint("qa", __name__, url_prefix="/qa")
 ID = f"<int(max={forms.LARGEST_ID}):%s>"
-
-
-def _me() -> User:
-    user = db().get(User, current_user.id)
-    assert user is not None
-    return user
 
 
 def _page(*, error: str = "", status: int = 200) -> Any:
@@ -58,7 +51,7 @@ def approve_mbr(version_id: int) -> Any:
     if version is None:
         raise NotFound(f"no MBR version {version_id}", entity_type="mbr_version")
     try:
-        process_service.approve_mbr(db(), _me(), request.form.get("password", ""), version)
+        process_service.approve_mbr(db(), signed_in_user(), request.form.get("password", ""), version)
         db().commit()
     except Refusal as exc:
         return _page(error=exc.message, status=record_refusal(exc))

@@ -291,8 +291,14 @@ def test_a_high_dose_thaws_three_vials() -> None:
 
 
 def test_a_vial_that_gives_exactly_the_dose_is_enough() -> None:
-    # 5e7 x 0.7 = 3.5e7 exactly, whatever the binary rounding of 0.7
+    # 5e7 x 0.7 = 3.5e7 exactly
     assert bank_check(BANK[:1], 3.5e7, [], 0.7).vials_to_thaw == ("V01",)
+    # 1.1e7 x 0.7 = 7.7e6 on paper, 7699999.999999999 in binary: still one vial, not two
+    assert 1.1e7 * 0.7 < 7.7e6
+    assert bank_check([("A", 1.1e7), ("B", 1.1e7)], 7.7e6, [], 0.7).vials_to_thaw == ("A",)
+    # and three vials give 2.31e7 (binary: 23099999.999999996) for a dose of 2.31e7
+    three = [("A", 1.1e7), ("B", 1.1e7), ("C", 1.1e7)]
+    assert bank_check(three, 2.31e7, [], 0.7).vials_to_thaw == ("A", "B", "C")
     # 1e7 needs 1 vial of the 10
     assert bank_check(BANK, 1e7, [1e7, 1e7, 1e7], 0.7).spare_vials == 6
 
