@@ -313,3 +313,61 @@ def test_a_batch_needs_an_approved_mbr(
         lambda: process_service.start_batch(session, world.users["coordinator"], subject, study),
         "QA must approve",
     )
+
+
+def test_a_batch_keeps_the_mbr_version_it_started_on(
+    session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
+) -> None:
+    from mfg.process.mbr import packaged_mbr_text
+    from tests.conftest import enroll
+
+    first = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    session.commit()
+    v2_text = (
+        packaged_mbr_text()
+        .replace("version = 1", "version = 2", 1)
+        .replace("min = 1.0\n    max = 2.0", "min = 0.8\n    max = 2.0", 1)
+    )
+    v2 = process_service.register_mbr(session, "test-setup", v2_text)
+    with pytest.raises(Refusal, match="already registered with different content"):
+        process_service.register_mbr(
+            session, "test-setup", v2_text.replace("0.8", "0.9", 1).replace("version = 2", "version = 1", 1)
+        )
+    process_service.approve_mbr(session, world.users["qa"], PASSWORD, v2)
+    session.commit()
+    second = process_service.start_batch(
+        session, world.users["coordinator"], enroll(session, world, study, "ALS-002", "Robin Other"), study
+    )
+    session.commit()
+    assert process_service.batch_mbr(session, first).version == 1
+    assert process_service.batch_mbr(session, second).version == 2
+    low = {**step_values(session, first, "collection.harvest", datetime.now(UTC)), "tissue_weight": "0.9"}
+    run_step(session, world, study, first, bench, "collection.harvest", values=low)
+    run_step(session, world, study, second, bench, "collection.harvest", values=low)
+    deviations = session.scalars(select(Deviation.batch_id)).all()
+    assert deviations == [first.id]  # 0.9 g is out of v1's 1-2 g, within v2's 0.8-2 g
+
+
+def test_an_entry_long_after_the_work_is_marked_late(
+    session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
+) -> None:
+    from datetime import timedelta
+
+    from tests.bench_data import local
+
+    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    session.commit()
+    values = step_values(session, batch, "collection.harvest", datetime.now(UTC))
+    record = process_service.record_step(
+        session,
+        world.users["coordinator"],
+        PASSWORD,
+        batch,
+        "collection.harvest",
+        process_service.StepSubmission(values, performed_at=local(datetime.now(UTC) - timedelta(hours=2))),
+        study,
+        bench.cabinet,
+    )
+    session.commit()
+    assert record.late
+    assert (record.entered_at - record.performed_at) > timedelta(minutes=90)
