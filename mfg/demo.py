@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from labels import isbt128
+from labels.data import LabelStock
 from mfg.custody.models import Container
 from mfg.db import session_scope
 from mfg.identity import service as identity_service
@@ -461,7 +462,9 @@ def run_reference_scenario(factory: sessionmaker[Session], out: Path, actor: str
         ).all()
         files = {"container_labels": out / "cryovial-labels.pdf"}
         files["container_labels"].write_bytes(
-            container_labels.print_container_labels(session, users["tech"], vials, "")
+            container_labels.print_container_labels(
+                session, users["tech"], vials, "", LabelStock("container", *study.label_stock.container)
+            )
         )
         subject_id = subject.id
     with session_scope(factory) as session:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from labels.data import ContainerLabel
+from labels.data import CONTAINER_STOCK, ContainerLabel, LabelStock
 from labels.render import render_container_labels
 from mfg.audit import service as audit_service
 from mfg.custody.models import Container, LabelPrint
@@ -43,7 +43,11 @@ def times_printed(session: Session, container: Container) -> int:
 
 
 def print_container_labels(
-    session: Session, user: User, containers: Sequence[Container], reason: str
+    session: Session,
+    user: User,
+    containers: Sequence[Container],
+    reason: str,
+    stock: LabelStock = CONTAINER_STOCK,
 ) -> bytes:
     """One label per container. A container already labelled is a reprint and needs a reason."""
     if not containers:
@@ -70,4 +74,4 @@ def print_container_labels(
                 printed_at=utcnow(),
             ),
         )
-    return render_container_labels([container_label(session, c) for c in containers])
+    return render_container_labels([container_label(session, c) for c in containers], stock)

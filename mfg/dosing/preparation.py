@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from labels import isbt128
-from labels.data import SyringeLabel
+from labels.data import LabelStock, SyringeLabel
 from labels.render import render_shipper_label, render_syringe_label
 from mfg.audit import service as audit_service
 from mfg.custody.models import Container, LabelPrint
@@ -363,7 +363,9 @@ def print_product_labels(
             printed_at=utcnow(),
         ),
     )
-    return render_syringe_label(label, copies=copies) if kind == "syringe" else render_shipper_label(label)
+    if kind == "syringe":
+        return render_syringe_label(label, LabelStock("syringe", *study.label_stock.syringe), copies=copies)
+    return render_shipper_label(label, LabelStock("shipper", *study.label_stock.shipper))
 
 
 def now_utc() -> datetime:

@@ -16,8 +16,18 @@ from importlib import resources
 from typing import Any
 
 FIELD_TYPES = (
-    "number", "choice", "text", "datetime", "lot", "equipment", "container", "container_list", "check",
-    "elapsed_hours", "delivered_dose", "label_reconciliation",
+    "number",
+    "choice",
+    "text",
+    "datetime",
+    "lot",
+    "equipment",
+    "container",
+    "container_list",
+    "check",
+    "elapsed_hours",
+    "delivered_dose",
+    "label_reconciliation",
 )
 # Filled in by the system when the step is recorded, never typed.
 COMPUTED_TYPES = ("elapsed_hours", "delivered_dose", "label_reconciliation")

@@ -74,6 +74,15 @@ class LabelTexts:
 
 
 @dataclass(frozen=True)
+class LabelStocks:
+    """(width, height, margin) in mm of the label stock for each kind of label."""
+
+    syringe: tuple[float, float, float]
+    shipper: tuple[float, float, float]
+    container: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
 class StudyDefinition:
     key: str
     code: str
@@ -88,6 +97,7 @@ class StudyDefinition:
     facility: Facility
     release: Release
     labels: LabelTexts
+    label_stock: LabelStocks
 
     def subject_id_problem(self, study_subject_id: str) -> str:
         if not re.fullmatch(self.subject_id_pattern, study_subject_id):
@@ -224,6 +234,24 @@ def parse_definition(key: str, text: str, source: str = "") -> StudyDefinition:
         investigational=lab_t.text("investigational"),
         not_evaluated=lab_t.text("not_evaluated"),
     )
+    stock_t = top.table("label_stock")
+
+    def stock(key: str) -> tuple[float, float, float]:
+        raw_stock = stock_t.data.get(key)
+        if (
+            not isinstance(raw_stock, list)
+            or len(raw_stock) != 3
+            or any(isinstance(v, bool) or not isinstance(v, int | float) for v in raw_stock)
+        ):
+            raise stock_t.fail(key, "must be [width, height, margin] in mm")
+        width, height, margin = (float(v) for v in raw_stock)
+        if not (10 <= width <= 300 and 10 <= height <= 300 and 0 <= margin < min(width, height) / 4):
+            raise stock_t.fail(key, f"{raw_stock} is not a label size in mm (10-300 mm, a small margin)")
+        return width, height, margin
+
+    label_stock = LabelStocks(
+        syringe=stock("syringe"), shipper=stock("shipper"), container=stock("container")
+    )
     pattern = study.text("subject_id_pattern")
     try:
         re.compile(pattern)
@@ -246,6 +274,7 @@ def parse_definition(key: str, text: str, source: str = "") -> StudyDefinition:
         facility=facility,
         release=release,
         labels=label_texts,
+        label_stock=label_stock,
     )
 
 

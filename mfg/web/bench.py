@@ -17,6 +17,7 @@ from flask import (
 )
 from sqlalchemy import select
 
+from labels.data import LabelStock
 from mfg.custody import labels as container_labels
 from mfg.custody.models import Container
 from mfg.errors import NotFound, Refusal
@@ -331,7 +332,11 @@ def print_labels(batch_id: int) -> Any:
     )
     try:
         pdf = container_labels.print_container_labels(
-            db(), signed_in_user(), db().scalars(query).all(), request.form.get("reason", "")
+            db(),
+            signed_in_user(),
+            db().scalars(query).all(),
+            request.form.get("reason", ""),
+            LabelStock("container", *_study().label_stock.container),
         )
         db().commit()
     except Refusal as exc:

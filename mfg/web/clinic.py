@@ -85,11 +85,16 @@ def _subject_page(subject: Subject, *, error: str = "", status: int = 200) -> An
         .order_by(AuditEvent.id)
     ).all()
     study = load_study(current_app.config["STUDY"])
+    # The bank status is about the next order waiting for preparation or, with none, the next injection
+    # to order at the level it would start from.
     next_order = order_service.next_to_prepare(session_, subject)
+    upcoming = order_service.next_injection(session_, subject, study)
+    all_ordered = next_order is None and upcoming in {
+        o.injection_number for o in order_service.existing_orders(session_, subject) if o.active
+    }
     if next_order is not None:
         bank_for = (next_order.injection_number, next_order.dose_cells)
     else:
-        upcoming = order_service.next_injection(session_, subject, study)
         bank_for = (upcoming, order_service.default_level(session_, subject, study, upcoming))
     return render_template(
         "clinic/subject.html",
@@ -106,6 +111,7 @@ def _subject_page(subject: Subject, *, error: str = "", status: int = 200) -> An
         ).all(),
         dose_orders=order_service.order_views(session_, subject),
         next_order=next_order,
+        all_ordered=all_ordered,
         bank_for=bank_for,
         bank=order_service.bank_check_for(session_, subject, study, *bank_for),
         cells=orders.format_cells,

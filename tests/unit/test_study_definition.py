@@ -57,6 +57,16 @@ def test_the_aamsc_study_loads_with_the_protocol_facts() -> None:
         ),
         ("[labels]", "[labelz]", "labels is missing"),
         ('code = "NCT03268603"', "code = 42", "study.code must be a non-empty string"),
+        (
+            "syringe = [101.6, 50.8, 2.0]",
+            "syringe = [101.6, 50.8]",
+            "label_stock.syringe must be [width, height",
+        ),
+        (
+            "shipper = [101.6, 101.6, 2.5]",
+            "shipper = [1000, 101.6, 2.5]",
+            "label_stock.shipper [1000, 101.6, 2.5]",
+        ),
     ],
 )
 def test_a_wrong_definition_is_refused_naming_the_field(

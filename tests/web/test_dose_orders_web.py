@@ -360,3 +360,31 @@ def test_the_subject_page_shows_orders_and_the_cryobank(
     [row] = order_rows(text_of(nurse.get(f"/clinic/subjects/{subject.id}")))
     assert "INVALID the record has changed since it was signed" in row
     audit_ok(session_factory)
+
+
+def test_once_every_injection_is_ordered_and_prepared_no_bank_projection_is_shown(
+    app: Flask, world: World, study: StudyDefinition, subject: Subject, session: Session
+) -> None:
+    for number in range(1, 5):
+        order = order_service.place_order(
+            session,
+            world.users["investigator"],
+            PASSWORD,
+            subject,
+            study,
+            injection_number=number,
+            dose_cells=5e7,
+            body_weight_kg=70.0,
+            first_due=date(2027, 1, 31) if number == 1 else None,
+            change_reason=None,
+        )
+        order_service.mark_in_preparation(session, "technician", order)
+        order_service.mark_prepared(session, "technician", order)
+    session.commit()
+    raw = text_of(signed_in(app, "investigator").get(f"/clinic/subjects/{subject.id}"))
+    assert [row.split(" cells ")[1].split(" ")[:3] for row in order_rows(raw)] == [
+        ["70", "kg", "prepared"]
+    ] * 4
+    page = plain(raw)
+    assert "Every injection of the schedule is ordered and none is waiting for preparation." in page
+    assert "No order waiting for preparation; for injection" not in page
