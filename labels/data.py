@@ -53,7 +53,7 @@ class LabelStock:
         return Box(m, m, self.width_mm - 2 * m, self.height_mm - 2 * m)
 
 
-SYRINGE_STOCK = LabelStock("syringe flag label 4 x 2 in", 101.6, 50.8, 2.0)
+SYRINGE_STOCK = LabelStock("syringe flag label 4 x 3 in", 101.6, 76.2, 2.0)
 SHIPPER_STOCK = LabelStock("shipper/bag label 4 x 4 in", 101.6, 101.6, 2.5)
 CONTAINER_STOCK = LabelStock("container label 2 x 1 in", 50.8, 25.4, 1.5)
 

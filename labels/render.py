@@ -339,7 +339,9 @@ def _facility_footer(
     raise error
 
 
-def _barcode_stack(flow: _Flow, label: SyringeLabel, din_size: float, coi_size: float, gap: float) -> None:
+def _barcode_stack(
+    flow: _Flow, label: SyringeLabel, din_size: float, coi_size: float, gap: float, *, with_coi: bool = True
+) -> None:
     """DIN, product code, expiry and chain of identity barcodes top-down, each with its eye-readable text
     (no data identifiers) and a data label: the long form where it fits, else ST-001's abbreviations."""
     codes = barcode_strings(label)
@@ -364,9 +366,14 @@ def _barcode_stack(flow: _Flow, label: SyringeLabel, din_size: float, coi_size: 
     flow.gap(gap)
     expiry_text = isbt128.eye_readable(codes["expiry"])
     flow.code128("expiry_barcode", codes["expiry"], text=expiry_text, captions=["EXPIRATION", "EXP"])
-    flow.gap(gap)
-    coi = _coi(codes["coi"])
-    symbol = flow.code128("coi_barcode", codes["coi"])
+    if with_coi:
+        flow.gap(gap)
+        _coi_barcode(flow, codes["coi"], coi_size)
+
+
+def _coi_barcode(flow: _Flow, code: str, coi_size: float) -> None:
+    coi = _coi(code)
+    symbol = flow.code128("coi_barcode", code)
     flow.gap(0.3)
     coi_boxed = BoxedCheck(coi.eye_readable, coi.check_character, MONO, coi_size)
     flow.boxed("coi_text", coi_boxed, symbol, ["CHAIN OF IDENTITY", "COI"])
@@ -384,15 +391,43 @@ def _identity_lines(label: SyringeLabel) -> tuple[str, str]:
 # --- syringe -----------------------------------------------------------------------------------------
 
 
+def _band_height(code: str, width: float, coi_size: float) -> float:
+    """Height of a chain of identity band: the symbol with its bars, then the boxed identifier."""
+    module = fit_module_mm(code, width, field="coi_barcode")
+    probe = Code128Symbol(code, module, 5.0, None, 7.0)
+    symbol = Code128Symbol(code, module, _bar_height(probe, True), None, 7.0)
+    coi = _coi(code)
+    return (
+        symbol.total_height_mm
+        + 0.3
+        + BoxedCheck(coi.eye_readable, coi.check_character, MONO, coi_size).height_mm
+    )
+
+
 def _syringe(label: SyringeLabel, stock: LabelStock, scale: float) -> list[Placed]:
+    """Barcodes left, text right, and the chain of identity in a band across the bottom.
+
+    The COI is the longest symbol: in the left column it would need 0.18 mm modules, which 300 dpi
+    rendering reproduces as uneven 2- and 3-dot bars that did not always decode. Across the whole label
+    it keeps the 0.25 mm (3-dot) target, with the facility's name and address beside it.
+    """
     area = stock.printable
     gutter = 2.0
-    col_w = min(_natural_width(list(barcode_strings(label).values())), 0.43 * area.w)
-    left = _Flow(Box(area.x, area.y, col_w, area.h), "barcode column", scale)
-    _barcode_stack(left, label, din_size=8.5, coi_size=7.0, gap=0.7)
+    codes = barcode_strings(label)
+    coi_size = 7.0
+    band_h = _band_height(codes["coi"], area.w, coi_size)
+    coi_w = (len(code128_modules(codes["coi"])) + 2 * QUIET_ZONE_MODULES) * fit_module_mm(
+        codes["coi"], area.w
+    )
+    band = _Flow(Box(area.x, area.y, coi_w, band_h), "chain of identity band", scale)
+    _coi_barcode(band, codes["coi"], coi_size)
+    upper = Box(area.x, area.y + band_h + gutter, area.w, area.h - band_h - gutter)
+    col_w = min(_natural_width([codes["din"], codes["product_code"], codes["expiry"]]), 0.43 * upper.w)
+    left = _Flow(Box(upper.x, upper.y, col_w, upper.h), "barcode column", scale)
+    _barcode_stack(left, label, din_size=8.5, coi_size=coi_size, gap=0.7, with_coi=False)
 
-    rx = area.x + col_w + gutter
-    right = _Flow(Box(rx, area.y, area.right - rx, area.h), "text column", scale)
+    rx = upper.x + col_w + gutter
+    right = _Flow(Box(rx, upper.y, upper.right - rx, upper.h), "text column", scale)
     right.text("product_name", label.product_name, SANS_BOLD, 9.0, 6.5, lines=2)
     right.gap(0.4)
     right.banner("autologous_statement", label.autologous_statement, 8.0, 6.0)
@@ -418,9 +453,16 @@ def _syringe(label: SyringeLabel, stock: LabelStock, scale: float) -> list[Place
     if label.infectious_statement:
         right.text("infectious_statement", label.infectious_statement, SANS_BOLD, 6.5, 5.0, lines=2)
 
-    _facility_footer([left, right], label, size=6.0, min_size=4.8, join=True)
-    divider = _rule("column_rule", Box(area.x + col_w + gutter / 2 - 0.1, area.y, 0.2, area.h), vertical=True)
-    return [*left.items, divider, *right.items]
+    fx = area.x + coi_w + gutter
+    footer = _Flow(Box(fx, area.y, area.right - fx, band_h), "facility footer", scale)
+    _facility_footer([footer, left, right], label, size=6.0, min_size=4.8, join=False)
+    divider = _rule(
+        "column_rule", Box(upper.x + col_w + gutter / 2 - 0.1, upper.y, 0.2, upper.h), vertical=True
+    )
+    band_rule = _rule(
+        "band_rule", Box(area.x, area.y + band_h + gutter / 2 - 0.1, area.w, 0.2), vertical=False
+    )
+    return [*left.items, divider, *right.items, band_rule, *band.items, *footer.items]
 
 
 def layout_syringe_label(label: SyringeLabel, stock: LabelStock = SYRINGE_STOCK) -> list[Placed]:

@@ -58,8 +58,8 @@ def test_the_aamsc_study_loads_with_the_protocol_facts() -> None:
         ("[labels]", "[labelz]", "labels is missing"),
         ('code = "NCT03268603"', "code = 42", "study.code must be a non-empty string"),
         (
-            "syringe = [101.6, 50.8, 2.0]",
-            "syringe = [101.6, 50.8]",
+            "syringe = [101.6, 76.2, 2.0]",
+            "syringe = [101.6, 76.2]",
             "label_stock.syringe must be [width, height",
         ),
         (
