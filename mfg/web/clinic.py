@@ -20,19 +20,11 @@ from mfg.process.models import Batch
 from mfg.study import service as study_service
 from mfg.study.definition import load_study
 from mfg.study.models import Site, Subject
-from mfg.web import db, forms, record_refusal, security
+from mfg.web import db, forms, record_refusal, security, signed_in_user
 
 bp = Blueprint("clinic", __name__, url_prefix="/clinic")
 
 SUBJECT_READERS = ("coordinator", "investigator", "qa", "supervisor", "pharmacist", "nurse")
-
-
-def _me() -> User:
-    from flask_login import current_user
-
-    user = db().get(User, current_user.id)
-    assert user is not None  # the session loader already refused missing accounts
-    return user
 
 
 @bp.route("/subjects")
@@ -64,7 +56,9 @@ def enroll() -> Any:
             site_id=forms.whole_number("site_id", "Clinical site"),
             consent_date=forms.iso_date("consent_date", "Consent date"),
         )
-        subject = study_service.enroll_subject(db(), _me(), study, form, request.form.get("password", ""))
+        subject = study_service.enroll_subject(
+            db(), signed_in_user(), study, form, request.form.get("password", "")
+        )
         db().commit()
     except Refusal as exc:
         status = record_refusal(exc)
@@ -144,7 +138,7 @@ def correct(subject_id: int) -> Any:
         else:
             value = forms.text("new_value", f"New {label}", max_length=200)
         reason = forms.text("reason", "Reason for the correction")
-        changes = study_service.correct_subject(db(), _me(), subject_, reason, **{field: value})
+        changes = study_service.correct_subject(db(), signed_in_user(), subject_, reason, **{field: value})
         db().commit()
     except Refusal as exc:
         status = record_refusal(exc)
@@ -174,7 +168,9 @@ def start_batch(subject_id: int) -> Any:
     """Collection starts the batch: the DIN is allocated and the current approved MBR version is fixed."""
     subject_ = study_service.get_subject(db(), subject_id)
     try:
-        batch = process_service.start_batch(db(), _me(), subject_, load_study(current_app.config["STUDY"]))
+        batch = process_service.start_batch(
+            db(), signed_in_user(), subject_, load_study(current_app.config["STUDY"])
+        )
         db().commit()
     except Refusal as exc:
         status = record_refusal(exc)
@@ -259,7 +255,7 @@ def new_order(subject_id: int) -> Any:
         change_reason = forms.text("change_reason", "Reason for the change", required=False, max_length=500)
         order = order_service.place_order(
             db(),
-            _me(),
+            signed_in_user(),
             request.form.get("password", ""),
             subject_,
             study,
@@ -290,7 +286,7 @@ def cancel_order(order_id: int) -> Any:
     subject_id = order.subject_id
     try:
         reason = forms.text("reason", "Reason for cancelling", required=False)
-        order_service.cancel_order(db(), _me(), order, reason)
+        order_service.cancel_order(db(), signed_in_user(), order, reason)
         db().commit()
     except Refusal as exc:
         status = record_refusal(exc)
