@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, Response, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, current_user, logout_user
@@ -42,6 +42,17 @@ def db() -> Session:
 
         g.db_session = current_app.extensions["mfg.sessions"]()
     return g.db_session
+
+
+T = TypeVar("T")
+
+
+def get_record(model: type[T], record_id: int, what: str) -> T:
+    """A record named in the URL, or a 404 refusal that says what was not found."""
+    found = db().get(model, record_id)
+    if found is None:
+        raise NotFound(f"no {what} {record_id}", entity_type=getattr(model, "__tablename__", ""))
+    return found
 
 
 def signed_in_user() -> User:

@@ -9,7 +9,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from mfg.audit.models import AuditEvent
-from mfg.errors import NotFound, Refusal
+from mfg.errors import Refusal
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.identity.rules import ROLES
@@ -18,7 +18,7 @@ from mfg.materials.models import Equipment, ReagentLot
 from mfg.process import service as process_service
 from mfg.process.models import Workstation
 from mfg.study.models import Site
-from mfg.web import db, forms, record_refusal, security
+from mfg.web import db, forms, get_record, record_refusal, security
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -179,9 +179,7 @@ def add_equipment() -> Any:
 @bp.route(f"/equipment/<int(max={forms.LARGEST_ID}):equipment_id>", methods=["POST"])
 @security.roles_required("admin")
 def update_equipment(equipment_id: int) -> Any:
-    item = db().get(Equipment, equipment_id)
-    if item is None:
-        raise NotFound(f"no equipment {equipment_id}", entity_type="equipment")
+    item = get_record(Equipment, equipment_id, "equipment")
     try:
         due = request.form.get("calibration_due", "").strip()
         materials_service.set_equipment(

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from labels.data import LabelStock
 from mfg.custody import labels as container_labels
 from mfg.custody.models import Container
-from mfg.errors import NotFound, Refusal
+from mfg.errors import Refusal
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.materials.models import Equipment, EquipmentUse, MaterialUse, ReagentLot
@@ -30,7 +30,7 @@ from mfg.process.models import Batch, Deviation, FieldValue, StepRecord, Worksta
 from mfg.study import service as study_service
 from mfg.study.definition import load_study
 from mfg.study.models import Subject
-from mfg.web import db, forms, record_refusal, security, signed_in_user
+from mfg.web import db, forms, get_record, record_refusal, security, signed_in_user
 
 bp = Blueprint("bench", __name__, url_prefix="/bench")
 
@@ -269,9 +269,7 @@ def record_step(batch_id: int, step_key: str) -> Any:
 @bp.route(f"/records/{ID % 'record_id'}/verify", methods=["POST"])
 @security.roles_required("technician", "supervisor", "qc_analyst", "coordinator")
 def verify(record_id: int) -> Any:
-    record = db().get(StepRecord, record_id)
-    if record is None:
-        raise NotFound(f"no step record {record_id}", entity_type="step_record")
+    record = get_record(StepRecord, record_id, "step record")
     batch_id = record.batch_id
     try:
         verifier = identity_service.find_signer(db(), request.form.get("username", ""))
@@ -287,9 +285,7 @@ def verify(record_id: int) -> Any:
 @bp.route(f"/values/{ID % 'value_id'}/correct", methods=["POST"])
 @security.roles_required("technician", "supervisor", "qc_analyst", "coordinator")
 def correct(value_id: int) -> Any:
-    value = db().get(FieldValue, value_id)
-    if value is None:
-        raise NotFound(f"no recorded value {value_id}", entity_type="field_value")
+    value = get_record(FieldValue, value_id, "recorded value")
     record = db().get(StepRecord, value.step_record_id)
     assert record is not None
     batch_id = record.batch_id
@@ -356,9 +352,7 @@ def prepare(order_id: int) -> Any:
     from mfg.dosing import preparation
     from mfg.dosing.models import DoseOrder
 
-    order = db().get(DoseOrder, order_id)
-    if order is None:
-        raise NotFound(f"no dose order {order_id}", entity_type="dose_order")
+    order = get_record(DoseOrder, order_id, "dose order")
     try:
         batch_ = preparation.start_preparation(db(), signed_in_user(), order, _study())
         db().commit()
@@ -430,10 +424,7 @@ def deviation(deviation_id: int) -> Any:
 
 
 def _get_deviation(deviation_id: int) -> Deviation:
-    found = db().get(Deviation, deviation_id)
-    if found is None:
-        raise NotFound(f"no deviation {deviation_id}", entity_type="deviation")
-    return found
+    return get_record(Deviation, deviation_id, "deviation")
 
 
 @bp.route(f"/deviations/{ID % 'deviation_id'}/assess", methods=["POST"])

@@ -8,13 +8,13 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
-from mfg.errors import NotFound, Refusal
+from mfg.errors import Refusal
 from mfg.identity import service as identity_service
 from mfg.materials import service as materials_service
 from mfg.materials.models import ReagentLot
 from mfg.process import service as process_service
 from mfg.process.models import Deviation, MbrVersion
-from mfg.web import db, forms, record_refusal, security, signed_in_user
+from mfg.web import db, forms, get_record, record_refusal, security, signed_in_user
 
 bp = Blueprint("qa", __name__, url_prefix="/qa")
 ID = f"<int(max={forms.LARGEST_ID}):%s>"
@@ -47,9 +47,7 @@ def index() -> Any:
 @bp.route(f"/mbr/{ID % 'version_id'}/approve", methods=["POST"])
 @security.roles_required("qa")
 def approve_mbr(version_id: int) -> Any:
-    version = db().get(MbrVersion, version_id)
-    if version is None:
-        raise NotFound(f"no MBR version {version_id}", entity_type="mbr_version")
+    version = get_record(MbrVersion, version_id, "MBR version")
     try:
         process_service.approve_mbr(db(), signed_in_user(), request.form.get("password", ""), version)
         db().commit()
@@ -62,9 +60,7 @@ def approve_mbr(version_id: int) -> Any:
 @bp.route(f"/lots/{ID % 'lot_id'}/status", methods=["POST"])
 @security.roles_required("qa")
 def lot_status(lot_id: int) -> Any:
-    lot = db().get(ReagentLot, lot_id)
-    if lot is None:
-        raise NotFound(f"no reagent lot {lot_id}", entity_type="reagent_lot")
+    lot = get_record(ReagentLot, lot_id, "reagent lot")
     try:
         materials_service.set_lot_status(
             db(), current_user.username, lot, forms.text("status", "Status"), forms.text("reason", "Reason")
