@@ -13,8 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from labels import isbt128
-from labels.data import LabelStock
+from labels.data import LabelStock, parse_din
 from mfg.custody.models import Container
 from mfg.db import session_scope
 from mfg.identity import service as identity_service
@@ -505,8 +504,7 @@ def run_reference_scenario(factory: sessionmaker[Session], out: Path, actor: str
         from labels.data import barcode_strings
         from mfg.study.service import coi_of
 
-        din = isbt128.parse(product.din)
-        assert isinstance(din, isbt128.Din)
+        din = parse_din(product.din)
         coi = coi_of(subject)
         summary: dict[str, Any] = {
             "subject": {

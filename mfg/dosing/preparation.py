@@ -7,7 +7,7 @@ Nothing here commits. The process engine calls in at the points where stage 6 di
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -25,7 +25,7 @@ from mfg.errors import NotFound, ValidationRefused
 from mfg.identity import rules as identity_rules
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
-from mfg.process.models import Batch, Deviation, FieldValue, FinalProduct, MbrVersion, StepRecord
+from mfg.process.models import Batch, Deviation, FieldValue, FinalProduct, StepRecord
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Site, Subject
 
@@ -366,13 +366,3 @@ def print_product_labels(
     if kind == "syringe":
         return render_syringe_label(label, LabelStock("syringe", *study.label_stock.syringe), copies=copies)
     return render_shipper_label(label, LabelStock("shipper", *study.label_stock.shipper))
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def dose_mbr_version(session: Session) -> MbrVersion | None:
-    return session.scalar(
-        select(MbrVersion).where(MbrVersion.code == DOSE_MBR, MbrVersion.status == "approved")
-    )

@@ -11,7 +11,6 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -368,11 +367,3 @@ def packaged_mbr_text(name: str = "aamsc") -> str:
     if not resource.is_file():
         raise MbrDefinitionError(f"no master batch record named {name!r} in the package")
     return resource.read_text(encoding="utf-8")
-
-
-def parse_value_datetime(raw: str) -> datetime:
-    """Datetimes at the bench are typed as 2026-11-26T14:30 (the browser's datetime-local) and are UTC."""
-    from datetime import UTC
-
-    value = datetime.fromisoformat(raw.strip())
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -9,13 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from labels import isbt128
 from mfg.audit import service as audit_service
 from mfg.custody import service as custody_service
 from mfg.custody.models import Container
@@ -162,12 +160,6 @@ def start_batch(
     return audit_service.create(session, user.username, batch)
 
 
-def parse_din(code: str) -> isbt128.Din:
-    parsed = isbt128.parse(code)
-    assert isinstance(parsed, isbt128.Din)
-    return parsed
-
-
 def get_batch(session: Session, batch_id: int) -> Batch:
     batch = session.get(Batch, batch_id)
     if batch is None:
@@ -250,7 +242,6 @@ class StepSubmission:
 
     values: Mapping[str, str]
     performed_at: str = ""  # empty: now
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _datetime_value(session: Session, batch: Batch, reference: str) -> datetime | None:

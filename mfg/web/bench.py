@@ -17,7 +17,7 @@ from flask import (
 )
 from sqlalchemy import select
 
-from labels.data import LabelStock
+from labels.data import LabelStock, parse_din
 from mfg.custody import labels as container_labels
 from mfg.custody.models import Container
 from mfg.errors import Refusal
@@ -28,7 +28,7 @@ from mfg.process import expansion, rules
 from mfg.process import service as process_service
 from mfg.process.models import Batch, Deviation, FieldValue, StepRecord, Workstation
 from mfg.study import service as study_service
-from mfg.study.definition import load_study
+from mfg.study.definition import StudyDefinition, load_study
 from mfg.study.models import Subject
 from mfg.web import db, forms, get_record, record_refusal, security, signed_in_user
 
@@ -38,7 +38,7 @@ BENCH_ROLES = ("technician", "supervisor", "qc_analyst", "coordinator", "qa")
 ID = f"<int(max={forms.LARGEST_ID}):%s>"
 
 
-def _study():  # type: ignore[no-untyped-def]
+def _study() -> StudyDefinition:
     return load_study(current_app.config["STUDY"])
 
 
@@ -165,7 +165,7 @@ def _batch_context(batch: Batch, chosen_step: str | None = None) -> dict[str, An
         "mbr": mbr,
         "subject": subject,
         "coi": study_service.coi_of(subject),
-        "din": process_service.parse_din(batch.din),
+        "din": parse_din(batch.din),
         "progress": progress,
         "available": available,
         "current": current,
