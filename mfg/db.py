@@ -58,11 +58,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
-def utcnow() -> datetime:
-    """The server clock in UTC, to the microsecond that both backends keep."""
-    return datetime.now(UTC)
-
-
 def normalise_url(url: str) -> str:
     """``postgresql://`` means psycopg 3 here (the driver we ship), not SQLAlchemy's default psycopg2."""
     for prefix in ("postgresql://", "postgres://"):

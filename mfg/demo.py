@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from labels.data import LabelStock, parse_din
+from mfg import clock
 from mfg.custody.models import Container
 from mfg.db import session_scope
 from mfg.identity import service as identity_service
@@ -130,18 +130,13 @@ def _demo_batch(session: Session, subject: Subject, study: StudyDefinition) -> N
             DEMO_PASSWORD,
             batch,
             step_key,
-            process_service.StepSubmission(
-                step_values(session, batch, step_key, datetime.now(UTC), iteration)
-            ),
+            process_service.StepSubmission(step_values(session, batch, step_key, clock.now(), iteration)),
             study,
             cabinet,
         )
         if record.status == "awaiting_verification":
             verifier = users["super" if performer.username != "super" else "tech2"]
             process_service.verify_step(session, verifier, DEMO_PASSWORD, record)
-
-
-LAB_ZONE = ZoneInfo("America/Chicago")
 
 
 @dataclass
@@ -161,7 +156,7 @@ def set_up_bench(session: Session, qa: User, password: str, actor: str = "test-s
     dose_mbr = process_service.register_mbr(session, actor, packaged_mbr_text("aamsc_dose"))
     if dose_mbr.status == "draft":
         process_service.approve_mbr(session, qa, password, dose_mbr)
-    far = date.today() + timedelta(days=365)
+    far = clock.today() + timedelta(days=365)
     lots = {}
     for code, name in [
         ("LOT-COLL-1", "Collagenase type I"),
@@ -188,7 +183,7 @@ def set_up_bench(session: Session, qa: User, password: str, actor: str = "test-s
         name="Collagenase type I",
         catalogue_number="CAT-1",
         lot_number="OLD1",
-        expiry_date=date.today() - timedelta(days=1),
+        expiry_date=clock.today() - timedelta(days=1),
         status="released",
     )
     lots["LOT-COLL-Q"] = materials_service.register_lot(
@@ -219,7 +214,7 @@ def set_up_bench(session: Session, qa: User, password: str, actor: str = "test-s
         asset_tag="CEN-OLD",
         equipment_type="centrifuge",
         description="old centrifuge",
-        calibration_due=date.today() - timedelta(days=3),
+        calibration_due=clock.today() - timedelta(days=3),
     )
     cabinet = process_service.register_workstation(session, actor, "BSC-01", "Cabinet 1")
     cabinet2 = process_service.register_workstation(session, actor, "BSC-02", "Cabinet 2")
@@ -228,7 +223,7 @@ def set_up_bench(session: Session, qa: User, password: str, actor: str = "test-s
 
 def local(dt: datetime) -> str:
     """What a datetime-local input sends: the facility's wall-clock time."""
-    return dt.astimezone(LAB_ZONE).strftime("%Y-%m-%dT%H:%M")
+    return clock.to_local(dt).strftime("%Y-%m-%dT%H:%M")
 
 
 def open_container(session: Session, batch: Batch, kind: str) -> str:
@@ -408,7 +403,7 @@ def _run_steps(
         performer = users[DEMO_USER_FOR_ROLE[role]]
         if process_service.batch_mbr(session, batch).step(step_key).at_workstation:
             process_service.open_at_workstation(session, performer, cabinet, batch)
-        values = step_values(session, batch, step_key, datetime.now(UTC), iteration)
+        values = step_values(session, batch, step_key, clock.now(), iteration)
         record = process_service.record_step(
             session,
             performer,
@@ -445,7 +440,7 @@ def run_reference_scenario(factory: sessionmaker[Session], out: Path, actor: str
             date_of_birth=date(1968, 9, 30),
             medical_record_number="MRN-7700123",
             site_id=site.id,
-            consent_date=datetime.now(UTC).date(),
+            consent_date=clock.today(),
         )
         subject = study_service.enroll_subject(session, users["coord"], study, form, DEMO_PASSWORD)
         batch = process_service.start_batch(session, users["coord"], subject, study)
@@ -478,7 +473,7 @@ def run_reference_scenario(factory: sessionmaker[Session], out: Path, actor: str
             injection_number=1,
             dose_cells=study.dosing.first_dose,
             body_weight_kg=72.5,
-            first_due=datetime.now(UTC).date() + timedelta(days=1),
+            first_due=clock.today() + timedelta(days=1),
             change_reason=None,
         )
         dose_batch = preparation.start_preparation(session, users["tech"], order, study)

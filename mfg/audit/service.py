@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
+from mfg import clock
 from mfg.audit import rules
 from mfg.audit.models import Audited, AuditEvent
-from mfg.db import Base, lock_audit_chain, utcnow
+from mfg.db import Base, lock_audit_chain
 from mfg.errors import ValidationRefused
 
 Changes = dict[str, list[rules.AuditValue]]
@@ -88,7 +89,7 @@ def record_event(
     next_id, prev_hash = (head[0] + 1, head[1]) if head else (1, rules.GENESIS_HASH)
     record = rules.EventRecord(
         id=next_id,
-        occurred_at=utcnow(),
+        occurred_at=clock.now(),
         actor=actor,
         action=action,
         entity_type=entity_type,

@@ -9,9 +9,9 @@ from sqlalchemy.orm import Session
 
 from labels.data import CONTAINER_STOCK, ContainerLabel, LabelStock
 from labels.render import render_container_labels
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.custody.models import Container, LabelPrint
-from mfg.db import utcnow
 from mfg.errors import ValidationRefused
 from mfg.identity.models import User
 from mfg.study.models import Subject
@@ -71,7 +71,7 @@ def print_container_labels(
                 reprint=reprint,
                 reason=reason or "first print",
                 printed_by_id=user.id,
-                printed_at=utcnow(),
+                printed_at=clock.now(),
             ),
         )
     return render_container_labels([container_label(session, c) for c in containers], stock)

@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session
 from stdnum.iso7064 import mod_37_2
 
 from labels import isbt128
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.custody.models import CONTAINER_KINDS, Container, ContainerParent, DinSequence
-from mfg.db import lock_audit_chain, utcnow
+from mfg.db import lock_audit_chain
 from mfg.errors import NotFound, Refusal, ValidationRefused
 from mfg.study.models import Subject
 
@@ -102,7 +103,7 @@ def create_container(
         location=location,
         holder_id=holder_id,
         contents=contents,
-        created_at=utcnow(),
+        created_at=clock.now(),
     )
     audit_service.create(session, actor, container)
     for parent in parents:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -16,9 +15,9 @@ from sqlalchemy.orm import Session
 from labels import isbt128
 from labels.data import LabelStock, SyringeLabel
 from labels.render import render_shipper_label, render_syringe_label
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.custody.models import Container, LabelPrint
-from mfg.db import utcnow
 from mfg.dosing.models import DoseOrder
 from mfg.dosing.rules import FillPlan, plan_fill
 from mfg.errors import NotFound, ValidationRefused
@@ -93,7 +92,7 @@ def start_preparation(session: Session, user: User, order: DoseOrder, study: Stu
         subject_id=subject.id,
         mbr_version_id=version.id,
         status="open",
-        started_at=utcnow(),
+        started_at=clock.now(),
         started_by_id=user.id,
     )
     audit_service.create(session, user.username, batch)
@@ -271,7 +270,7 @@ def finish(session: Session, actor: str, batch: Batch) -> None:
 
 
 def expiry_local(product: FinalProduct, study: StudyDefinition) -> datetime:
-    return product.expires_at.astimezone(ZoneInfo(study.facility.time_zone))
+    return clock.to_local(product.expires_at)
 
 
 def syringe_label(session: Session, product: FinalProduct, study: StudyDefinition) -> SyringeLabel:
@@ -360,7 +359,7 @@ def print_product_labels(
             reprint=bool(earlier),
             reason=reason or "first print",
             printed_by_id=user.id,
-            printed_at=utcnow(),
+            printed_at=clock.now(),
         ),
     )
     if kind == "syringe":

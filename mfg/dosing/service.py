@@ -14,9 +14,10 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.custody.models import Container
-from mfg.db import lock_audit_chain, utcnow
+from mfg.db import lock_audit_chain
 from mfg.dosing import orders
 from mfg.dosing.models import DoseOrder
 from mfg.errors import NotFound, PermissionRefused, SignatureRefused, ValidationRefused
@@ -186,7 +187,7 @@ def place_order(
         change_reason=reason,
         status="ordered",
         ordered_by_id=investigator.id,
-        ordered_at=utcnow(),
+        ordered_at=clock.now(),
         cancel_reason=None,
     )
     audit_service.create(

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, object_session
 
+from mfg import clock
 from mfg.audit import service as audit_service
-from mfg.db import utcnow
 from mfg.errors import NotFound, PermissionRefused, Refusal, SignatureRefused, ValidationRefused
 from mfg.identity import passwords, rules
 from mfg.identity.models import Signature, User
@@ -63,7 +63,7 @@ def create_user(
         active=True,
         failed_logins=0,
         locked=False,
-        created_at=utcnow(),
+        created_at=clock.now(),
     )
     return audit_service.create(session, actor, user)
 
@@ -170,7 +170,7 @@ def authenticate(
         reason="successful login",
         detail={"where": where},
         failed_logins=0,
-        last_login_at=utcnow(),
+        last_login_at=clock.now(),
     )
     return user
 
@@ -227,7 +227,7 @@ def sign(
         signer_id=signer.id,
         printed_name=signer.full_name,
         signer_role=signer.role,
-        signed_at=utcnow(),
+        signed_at=clock.now(),
         meaning=meaning,
         entity_type=entity_type,
         entity_id=entity_id,

@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.custody import service as custody_service
 from mfg.custody.models import Container
-from mfg.db import utcnow
 from mfg.dosing import preparation
 from mfg.errors import NotFound, PermissionRefused, Refusal, SignatureRefused, ValidationRefused
 from mfg.identity import rules as identity_rules
@@ -87,7 +87,7 @@ def register_mbr(session: Session, actor: str, definition: str) -> MbrVersion:
         definition=definition,
         definition_sha256=mbr.source_sha256,
         status="draft",
-        registered_at=utcnow(),
+        registered_at=clock.now(),
     )
     return audit_service.create(session, actor, version)
 
@@ -148,13 +148,15 @@ def start_batch(
         raise ValidationRefused(
             f"{subject.study_subject_id} already has an open batch ({open_batch})", entity_type="batch"
         )
-    din = custody_service.allocate_din(session, user.username, study.facility.isbt_facility_id, utcnow().year)
+    din = custody_service.allocate_din(
+        session, user.username, study.facility.isbt_facility_id, clock.local_now().year
+    )
     batch = Batch(
         din=din.code,
         subject_id=subject.id,
         mbr_version_id=version.id,
         status="open",
-        started_at=utcnow(),
+        started_at=clock.now(),
         started_by_id=user.id,
     )
     return audit_service.create(session, user.username, batch)
@@ -212,7 +214,7 @@ def record_values_for_signature(session: Session, record: StepRecord) -> dict[st
 
 
 def _facility_zone(study: StudyDefinition) -> ZoneInfo:
-    return ZoneInfo(study.facility.time_zone)
+    return clock.facility_zone()
 
 
 def parse_local_datetime(raw: str, zone: ZoneInfo, label: str) -> datetime:
@@ -303,7 +305,7 @@ def _parse_entries(
                 entries.append(_Entry(f, rules.parse_check(f, raw)))
             elif f.type == "datetime":
                 when = parse_local_datetime(raw, zone, f.label)
-                if when > utcnow() + timedelta(minutes=5):
+                if when > clock.now() + timedelta(minutes=5):
                     raise rules.FieldInputError(f"{f.label}: {raw} is in the future")
                 entries.append(_Entry(f, rules.ParsedValue(rules_iso(when))))
             elif f.type == "text":
@@ -415,7 +417,7 @@ def rules_iso(when: datetime) -> str:
 def _open_deviation(
     session: Session, actor: str, batch: Batch, record: StepRecord, entry: _Entry, step: StepDef
 ) -> Deviation:
-    year = utcnow().year
+    year = clock.local_now().year
     count = session.scalar(select(func.count()).select_from(Deviation)) or 0
     deviation = Deviation(
         number=f"DEV-{year}-{count + 1:04d}",
@@ -429,7 +431,7 @@ def _open_deviation(
         limit_text=entry.field.range_text or "specification",
         critical=entry.field.critical,
         status="open",
-        opened_at=utcnow(),
+        opened_at=clock.now(),
     )
     audit_service.create(session, actor, deviation)
     if entry.field.critical and batch.status == "open":
@@ -503,7 +505,7 @@ def record_step(
     subject = session.get(Subject, batch.subject_id)
     assert subject is not None
     zone = _facility_zone(study)
-    entered_at = utcnow()
+    entered_at = clock.now()
     performed_at = entered_at
     if submission.performed_at.strip():
         try:
@@ -761,7 +763,7 @@ def correct_value(
         unit=f.unit,
         in_spec=spec_ok,
         entered_by_id=user.id,
-        entered_at=utcnow(),
+        entered_at=clock.now(),
         supersedes_id=value_row.id,
         correction_reason=reason.strip(),
     )
@@ -914,7 +916,7 @@ def clear_line(session: Session, user: User, password: str, workstation: Worksta
         workstation_id=workstation.id,
         previous_batch_id=workstation.current_batch_id,
         cleared_by_id=user.id,
-        cleared_at=utcnow(),
+        cleared_at=clock.now(),
     )
     audit_service.create(session, user.username, clearance)
     identity_service.sign(session, user, password, "performed", clearance, comment="line clearance")

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labels import isbt128
+from mfg import clock
 from mfg.audit import service as audit_service
-from mfg.db import utcnow
 from mfg.errors import NotFound, SignatureRefused, ValidationRefused
 from mfg.identity import rules as identity_rules
 from mfg.identity import service as identity_service
@@ -133,7 +133,7 @@ def _checked_identity(
         raise ValidationRefused(
             "the medical record number must be 3-40 letters, digits or '-'", entity_type="subject"
         )
-    today = utcnow().date()
+    today = clock.today()
     if date_of_birth >= today or date_of_birth.year < 1900:
         raise ValidationRefused(
             f"date of birth {date_of_birth.isoformat()} is not possible", entity_type="subject"
@@ -183,7 +183,7 @@ def enroll_subject(
             entity_type="subject",
             entity_id=str(existing),
         )
-    coi = _new_coi(session, study.facility.isbt_facility_id, utcnow().year)
+    coi = _new_coi(session, study.facility.isbt_facility_id, clock.local_now().year)
     subject = Subject(
         study_code=study.code,
         study_subject_id=study_subject_id,
@@ -194,7 +194,7 @@ def enroll_subject(
         consent_date=checked["consent_date"],
         status="enrolled",
         coi_identifier=coi.identifier,
-        enrolled_at=utcnow(),
+        enrolled_at=clock.now(),
         enrolled_by_id=coordinator.id,
     )
     audit_service.create(session, coordinator.username, subject)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from flask import Flask, Response, flash, g, jsonify, redirect, render_template, request, session, url_for
@@ -17,6 +16,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.errors import NotFound, PermissionRefused, Refusal, SignatureRefused, ValidationRefused
 from mfg.identity.models import User
@@ -218,7 +218,7 @@ def _enforce_idle_timeout() -> Any:
         return None
     from flask import current_app
 
-    now = datetime.now(UTC).timestamp()
+    now = clock.now().timestamp()
     last = session.get("last_seen")
     limit = current_app.config["IDLE_TIMEOUT_MINUTES"] * 60
     if isinstance(last, int | float) and now - last > limit:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.errors import Refusal
 from mfg.identity import service as identity_service
@@ -54,7 +54,7 @@ def login() -> Any:
         ), 401 if status == 422 else status
     session.clear()
     login_user(security.SessionUser(user))
-    session["last_seen"] = datetime.now(UTC).timestamp()  # the idle clock starts now, not at the next page
+    session["last_seen"] = clock.now().timestamp()  # the idle clock starts now, not at the next page
     return redirect(_safe_next(request.form.get("next")))
 
 

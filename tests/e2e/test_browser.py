@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mfg import create_app
+from mfg import clock, create_app
 from mfg.study.models import Subject
 from tests.conftest import ON_CI, PASSWORD, World
 
@@ -101,7 +101,6 @@ def test_coordinator_enrolls_a_subject_with_the_keyboard(
 def test_bench_step_by_scanner_and_keyboard_with_a_refusal(
     live_server: str, browser_page: object, session: Session, world: World, bench: object, tmp_path: Path
 ) -> None:
-    from datetime import UTC, datetime
 
     from mfg.process import service as process_service
     from mfg.study.definition import load_study
@@ -117,7 +116,7 @@ def test_bench_step_by_scanner_and_keyboard_with_a_refusal(
         performer = world.users["coordinator"] if step_key.startswith("collection") else tech
         if not step_key.startswith("collection"):
             process_service.open_at_workstation(session, tech, cabinet, batch)
-        values = step_values(session, batch, step_key, datetime.now(UTC))
+        values = step_values(session, batch, step_key, clock.now())
         record = process_service.record_step(
             session,
             performer,

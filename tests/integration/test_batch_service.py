@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.custody.models import Container
 from mfg.errors import Refusal
@@ -42,7 +41,7 @@ def run_step(
         batch,
         step_key,
         process_service.StepSubmission(
-            values or step_values(session, batch, step_key, datetime.now(UTC), iteration)
+            values or step_values(session, batch, step_key, clock.now(), iteration)
         ),
         study,
         bench.cabinet,
@@ -107,7 +106,7 @@ def test_out_of_order_and_material_refusals_leave_the_batch_untouched(
     batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
     session.commit()
     tech = world.users["technician"]
-    now = datetime.now(UTC)
+    now = clock.now()
 
     def submit(step_key: str, **changes: str) -> None:
         values = {**step_values(session, batch, step_key, now), **changes}
@@ -160,8 +159,8 @@ def test_another_subjects_container_and_an_occupied_cabinet_are_refused(
     tech = world.users["technician"]
     process_service.open_at_workstation(session, tech, bench.cabinet, mine)
     session.commit()
-    their_tube = step_values(session, theirs, "receipt.accept", datetime.now(UTC))["tissue_tube"]
-    values = {**step_values(session, mine, "receipt.accept", datetime.now(UTC)), "tissue_tube": their_tube}
+    their_tube = step_values(session, theirs, "receipt.accept", clock.now())["tissue_tube"]
+    values = {**step_values(session, mine, "receipt.accept", clock.now()), "tissue_tube": their_tube}
     _refused(
         session,
         lambda: process_service.record_step(
@@ -203,7 +202,7 @@ def test_self_verification_is_refused(
         PASSWORD,
         batch,
         "receipt.accept",
-        process_service.StepSubmission(step_values(session, batch, "receipt.accept", datetime.now(UTC))),
+        process_service.StepSubmission(step_values(session, batch, "receipt.accept", clock.now())),
         study,
         bench.cabinet,
     )
@@ -225,7 +224,7 @@ def test_critical_out_of_range_value_stops_the_batch_until_assessed(
     for step_key in ("collection.harvest", "collection.handoff", "receipt.accept"):
         run_step(session, world, study, batch, bench, step_key)
     values = {
-        **step_values(session, batch, "processing.digest", datetime.now(UTC)),
+        **step_values(session, batch, "processing.digest", clock.now()),
         "digestion_temperature": "39.5",
         "digestion_minutes": "120",
     }
@@ -341,7 +340,7 @@ def test_a_batch_keeps_the_mbr_version_it_started_on(
     session.commit()
     assert process_service.batch_mbr(session, first).version == 1
     assert process_service.batch_mbr(session, second).version == 2
-    low = {**step_values(session, first, "collection.harvest", datetime.now(UTC)), "tissue_weight": "0.9"}
+    low = {**step_values(session, first, "collection.harvest", clock.now()), "tissue_weight": "0.9"}
     run_step(session, world, study, first, bench, "collection.harvest", values=low)
     run_step(session, world, study, second, bench, "collection.harvest", values=low)
     deviations = session.scalars(select(Deviation.batch_id)).all()
@@ -357,14 +356,14 @@ def test_an_entry_long_after_the_work_is_marked_late(
 
     batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
     session.commit()
-    values = step_values(session, batch, "collection.harvest", datetime.now(UTC))
+    values = step_values(session, batch, "collection.harvest", clock.now())
     record = process_service.record_step(
         session,
         world.users["coordinator"],
         PASSWORD,
         batch,
         "collection.harvest",
-        process_service.StepSubmission(values, performed_at=local(datetime.now(UTC) - timedelta(hours=2))),
+        process_service.StepSubmission(values, performed_at=local(clock.now() - timedelta(hours=2))),
         study,
         bench.cabinet,
     )

@@ -4,7 +4,7 @@ cancellation, what dose preparation is allowed to start, and the cryobank check 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date
 from functools import partial
 from typing import Any
 
@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.audit.models import AuditEvent
 from mfg.custody import service as custody_service
 from mfg.custody.models import Container
-from mfg.db import utcnow
 from mfg.dosing import service as order_service
 from mfg.dosing.models import DoseOrder
 from mfg.errors import PermissionRefused, Refusal, SignatureRefused, ValidationRefused
@@ -418,7 +418,7 @@ def test_an_order_without_the_investigators_signature_cannot_be_prepared(
         change_reason=None,
         status="ordered",
         ordered_by_id=world.users["investigator"].id,
-        ordered_at=utcnow(),
+        ordered_at=clock.now(),
         cancel_reason=None,
     )
     audit_service.create(session, "test-setup", unsigned)
@@ -445,7 +445,7 @@ def run_batch(
         user = world.users[PERFORMER.get(step_key, "technician")]
         if step_key.split(".")[0] in ("receipt", "processing", "expansion", "cryobank"):
             process_service.open_at_workstation(session, user, bench.cabinet, batch)
-        values = step_values(session, batch, step_key, datetime.now(UTC), iteration)
+        values = step_values(session, batch, step_key, clock.now(), iteration)
         record = process_service.record_step(
             session,
             user,

@@ -4,7 +4,7 @@ decode back to exactly what the database says."""
 from __future__ import annotations
 
 import subprocess
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from labels import isbt128
 from labels.data import barcode_strings
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.custody.models import Container, LabelPrint
 from mfg.dosing import preparation
@@ -51,7 +52,7 @@ def _order(session: Session, world: World, study: StudyDefinition, subject: Subj
         injection_number=1,
         dose_cells=5e7,
         body_weight_kg=70.0,
-        first_due=date.today() + timedelta(days=3),
+        first_due=clock.today() + timedelta(days=3),
         change_reason=None,
     )
     session.commit()
@@ -69,7 +70,7 @@ def _prepare(
     batch = preparation.start_preparation(session, world.users["technician"], order, study)
     session.commit()
     for step_key in DOSE_STEPS:
-        values = {**step_values(session, batch, step_key, datetime.now(UTC)), **changes.get(step_key, {})}
+        values = {**step_values(session, batch, step_key, clock.now()), **changes.get(step_key, {})}
         run_step(session, world, study, batch, bench, step_key, values=values)
     return batch
 

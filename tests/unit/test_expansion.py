@@ -242,10 +242,12 @@ def test_growth_curve_escapes_text() -> None:
 
 
 def test_growth_curve_shows_a_loss_below_zero() -> None:
-    rows = growth_table([
-        Passage(0, 1.0e6, _at(0), 4.0e6, _at(4), 95.0),  # PD 2
-        Passage(1, 2.0e6, _at(4), 2.5e5, _at(7), 60.0),  # PD log2(1/8) = -3 -> cumulative -1
-    ])
+    rows = growth_table(
+        [
+            Passage(0, 1.0e6, _at(0), 4.0e6, _at(4), 95.0),  # PD 2
+            Passage(1, 2.0e6, _at(4), 2.5e5, _at(7), 60.0),  # PD log2(1/8) = -3 -> cumulative -1
+        ]
+    )
     root = _parse(growth_curve_svg(rows))
     ys = [float(c.get("cy", "nan")) for c in root.iter(f"{SVG}circle")]
     assert ys[1] > ys[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,8 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
-import mfg.web
-from mfg import create_app
+from mfg import clock, create_app
 from mfg.audit.models import AuditEvent
 from mfg.identity.models import User
 from mfg.identity.rules import ROLE_TITLES
@@ -39,8 +38,11 @@ def text_of(response: TestResponse) -> str:
 def build_app(database_url: str, tmp_path: Path, **overrides: Any) -> Flask:
     """The same settings as the ``app`` fixture, with some changed."""
     settings: dict[str, Any] = {
-        "DATABASE_URL": database_url, "SECRET_KEY": "test-secret", "INSTANCE_PATH": str(tmp_path),
-        "WTF_CSRF_ENABLED": False, "TESTING": True,
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "test-secret",
+        "INSTANCE_PATH": str(tmp_path),
+        "WTF_CSRF_ENABLED": False,
+        "TESTING": True,
     }
     settings.update(overrides)
     return create_app(settings)
@@ -53,8 +55,13 @@ def events(factory: sessionmaker[Session], action: str, actor: str | None = None
         if actor is not None:
             query = query.where(AuditEvent.actor == actor)
         return [
-            {"actor": e.actor, "entity_type": e.entity_type, "entity_id": e.entity_id, "reason": e.reason,
-             "detail": json.loads(e.detail)}
+            {
+                "actor": e.actor,
+                "entity_type": e.entity_type,
+                "entity_id": e.entity_id,
+                "reason": e.reason,
+                "detail": json.loads(e.detail),
+            }
             for e in s.scalars(query)
         ]
 
@@ -80,8 +87,12 @@ def csrf_token_in(response: TestResponse) -> str:
 
 def enrollment_form(world: World, **changes: str) -> dict[str, str]:
     form = {
-        "study_subject_id": "ALS-002", "name": "Casey Sample", "date_of_birth": "1970-05-17",
-        "medical_record_number": "MRN-777", "site_id": str(world.site.id), "consent_date": "2026-11-02",
+        "study_subject_id": "ALS-002",
+        "name": "Casey Sample",
+        "date_of_birth": "1970-05-17",
+        "medical_record_number": "MRN-777",
+        "site_id": str(world.site.id),
+        "consent_date": "2026-11-02",
         "password": PASSWORD,
     }
     form.update(changes)
@@ -98,7 +109,7 @@ def row_of(page: str, username: str) -> str:
 
 def set_idle(client: FlaskClient, minutes: float) -> None:
     with client.session_transaction() as sess:
-        sess["last_seen"] = (datetime.now(UTC) - timedelta(minutes=minutes)).timestamp()
+        sess["last_seen"] = (clock.now() - timedelta(minutes=minutes)).timestamp()
 
 
 # --- login ----------------------------------------------------------------------------------------------
@@ -145,9 +156,7 @@ def test_unknown_username_gets_the_same_answer_as_a_wrong_password(
     assert "username or password is wrong" in text_of(unknown)
     assert text_of(unknown).replace("nosuchperson", "technician") == text_of(known)
     # ...but the attempt is on record for the administrator
-    assert [e["actor"] for e in events(session_factory, "login_failed")] == [
-        "technician", "nosuchperson"
-    ]
+    assert [e["actor"] for e in events(session_factory, "login_failed")] == ["technician", "nosuchperson"]
 
 
 def test_deactivated_account_cannot_sign_in(app: Flask, session_factory: sessionmaker[Session]) -> None:
@@ -164,21 +173,29 @@ def test_login_redirects_back_to_the_page_asked_for(client: FlaskClient) -> None
     first = client.get("/clinic/subjects")
     assert first.status_code == 302
     assert first.headers["Location"] == "/login?next=/clinic/subjects"
-    response = client.post("/login", data={"username": "coordinator", "password": PASSWORD,
-                                           "next": "/clinic/subjects"})
+    response = client.post(
+        "/login", data={"username": "coordinator", "password": PASSWORD, "next": "/clinic/subjects"}
+    )
     assert response.headers["Location"] == "/clinic/subjects"
 
 
-OFF_SITE_TARGETS = ["https://evil.example/x", "//evil.example/x", "/\\evil.example/x", "\\\\evil.example/x",
-                    "/\t/evil.example/x", "javascript:alert(1)"]
+OFF_SITE_TARGETS = [
+    "https://evil.example/x",
+    "//evil.example/x",
+    "/\\evil.example/x",
+    "\\\\evil.example/x",
+    "/\t/evil.example/x",
+    "javascript:alert(1)",
+]
 
 
 def test_login_never_redirects_off_site(client: FlaskClient, subtests: pytest.Subtests) -> None:
     """Browsers read a backslash as a slash and drop tabs: '/\\host' is '//host', another site."""
     for target in OFF_SITE_TARGETS:
         with subtests.test(target=target):
-            response = client.post("/login", data={"username": "coordinator", "password": PASSWORD,
-                                                   "next": target})
+            response = client.post(
+                "/login", data={"username": "coordinator", "password": PASSWORD, "next": target}
+            )
             assert response.status_code == 302
             location = re.sub(r"[\t\n\r]", "", response.headers["Location"]).replace("\\", "/")
             assert location.startswith("/") and not location.startswith("//"), location
@@ -309,7 +326,7 @@ def test_activity_within_the_limit_keeps_the_session(
     assert client.get("/").status_code == 200
     # the request moved the clock on: another 14 minutes are fine too
     with client.session_transaction() as sess:
-        assert datetime.now(UTC).timestamp() - sess["last_seen"] < 60
+        assert clock.now().timestamp() - sess["last_seen"] < 60
     assert events(session_factory, "session_timeout") == []
 
 
@@ -339,21 +356,11 @@ def test_idle_timeout_setting_is_honoured(
     assert [e["detail"]["limit_seconds"] for e in events(session_factory, "session_timeout")] == [60]
 
 
-def test_a_session_left_right_after_login_times_out_too(
-    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_session_left_right_after_login_times_out_too(client: FlaskClient) -> None:
     """Sign in and walk away without opening a page: the idle clock starts at login, not at the next click."""
     assert login(client, "technician").status_code == 302
-
-    later = datetime.now(UTC) + timedelta(minutes=16)
-
-    class Clock(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Any:
-            return later
-
-    monkeypatch.setattr(mfg.web, "datetime", Clock)
-    response = client.get("/")
+    with clock.pinned(clock.now() + timedelta(minutes=16)):
+        response = client.get("/")
     assert response.status_code == 302
     assert response.headers["Location"] == "/login"
 
@@ -387,8 +394,9 @@ def test_login_without_a_csrf_token_is_refused_and_recorded(
 def test_login_with_a_forged_csrf_token_is_refused(csrf_app: Flask) -> None:
     client = csrf_app.test_client()
     client.get("/login")
-    response = client.post("/login", data={"username": "coordinator", "password": PASSWORD,
-                                           "csrf_token": "forged.token"})
+    response = client.post(
+        "/login", data={"username": "coordinator", "password": PASSWORD, "csrf_token": "forged.token"}
+    )
     assert response.status_code == 400
     assert "security token" in text_of(response)
 
@@ -456,22 +464,34 @@ def test_logout_is_post_only_and_ends_the_session(
 
 
 MALFORMED_ENROLLMENTS = {
-    "impossible date in local form": ({"date_of_birth": "31/02/2026"},
-                                      "Date of birth '31/02/2026' is not a date (use YYYY-MM-DD)"),
-    "impossible ISO date": ({"consent_date": "2026-02-31"},
-                            "Consent date '2026-02-31' is not a date (use YYYY-MM-DD)"),
+    "impossible date in local form": (
+        {"date_of_birth": "31/02/2026"},
+        "Date of birth '31/02/2026' is not a date (use YYYY-MM-DD)",
+    ),
+    "impossible ISO date": (
+        {"consent_date": "2026-02-31"},
+        "Consent date '2026-02-31' is not a date (use YYYY-MM-DD)",
+    ),
     "over-long name": ({"name": "N" * 5000}, "Subject name is longer than 200 characters"),
-    "over-long subject id": ({"study_subject_id": "ALS-" + "1" * 60},
-                             "Study subject id is longer than 40 characters"),
+    "over-long subject id": (
+        {"study_subject_id": "ALS-" + "1" * 60},
+        "Study subject id is longer than 40 characters",
+    ),
     "over-long date": ({"date_of_birth": "1" * 300}, "Date of birth is longer than 20 characters"),
-    "site that is not a number": ({"site_id": "rochester"},
-                                  "Clinical site 'rochester' is not a whole number"),
+    "site that is not a number": (
+        {"site_id": "rochester"},
+        "Clinical site 'rochester' is not a whole number",
+    ),
     "site that does not exist": ({"site_id": "99999"}, "choose the clinical site"),
-    "site id beyond any integer column": ({"site_id": "9" * 19},
-                                          f"Clinical site '{'9' * 19}' is out of range"),
+    "site id beyond any integer column": (
+        {"site_id": "9" * 19},
+        f"Clinical site '{'9' * 19}' is out of range",
+    ),
     "missing name": ({"name": ""}, "Subject name is required"),
-    "control characters in the MRN": ({"medical_record_number": "MRN\x07\x1b"},
-                                      "the medical record number must"),
+    "control characters in the MRN": (
+        {"medical_record_number": "MRN\x07\x1b"},
+        "the medical record number must",
+    ),
 }
 
 
@@ -549,13 +569,20 @@ NUL_REQUESTS = {  # case: (role, method, path, data)
     "verify": ("coordinator", "POST", "/clinic/subjects/SUBJECT/verify", {"username": "coord\x00inator2"}),
     "scan": ("coordinator", "GET", "/scan?code=%00", {}),
     "unlock": ("admin", "POST", "/admin/users/tech%00nician/unlock", {"reason": "phoned"}),
-    "create account": ("admin", "POST", "/admin/users", {"username": "newbie", "full_name": "New\x00Bie",
-                                                         "role": "nurse", "password": PASSWORD}),
+    "create account": (
+        "admin",
+        "POST",
+        "/admin/users",
+        {"username": "newbie", "full_name": "New\x00Bie", "role": "nurse", "password": PASSWORD},
+    ),
 }
 
 
 def test_a_nul_character_anywhere_is_refused_not_a_500(
-    app: Flask, world: World, subject: Subject, session_factory: sessionmaker[Session],
+    app: Flask,
+    world: World,
+    subject: Subject,
+    session_factory: sessionmaker[Session],
     subtests: pytest.Subtests,
 ) -> None:
     """PostgreSQL cannot store NUL in text; without a check this is a 500 there and junk data on SQLite."""
@@ -585,11 +612,15 @@ def test_correction_with_malformed_values_is_refused(
     login(client, "coordinator")
     url = f"/clinic/subjects/{subject.id}/correct"
     for data, message in [
-        ({"field": "date_of_birth", "new_value": "12.04.1961", "reason": "r"},
-         "New date of birth '12.04.1961' is not a date"),
+        (
+            {"field": "date_of_birth", "new_value": "12.04.1961", "reason": "r"},
+            "New date of birth '12.04.1961' is not a date",
+        ),
         ({"field": "site_id", "new_value": "two", "reason": "r"}, "New site 'two' is not a whole number"),
-        ({"field": "coi_identifier", "new_value": "A999926AAAAAA", "reason": "r"},
-         "cannot be corrected here"),
+        (
+            {"field": "coi_identifier", "new_value": "A999926AAAAAA", "reason": "r"},
+            "cannot be corrected here",
+        ),
         ({"field": "name", "new_value": "x" * 201, "reason": "r"}, "New name is longer than 200 characters"),
     ]:
         response = client.post(url, data=data)

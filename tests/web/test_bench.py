@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import pytest
 from flask import Flask
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.audit.models import AuditEvent
 from mfg.custody.models import Container
@@ -71,7 +71,7 @@ def _record(
     session.rollback()
     if step.at_workstation:
         client.post(f"/bench/batches/{batch_id}/open")
-    values = {**step_values(session, batch, step_key, datetime.now(UTC), iteration), **changes}
+    values = {**step_values(session, batch, step_key, clock.now(), iteration), **changes}
     session.rollback()
     response = client.post(f"/bench/batches/{batch_id}/steps/{step_key}", data=_form(values))
     if response.status_code == 302 and step.critical:
@@ -169,9 +169,7 @@ def test_refusals_keep_the_values_on_screen_and_the_record_unchanged(
     assert status == 422 and "comes after" in body
     wrong_password = terminal("technician").post(
         f"/bench/batches/{batch.id}/steps/processing.digest",
-        data=_form(
-            step_values(session, batch, "processing.digest", datetime.now(UTC)), password="not-mine-123"
-        ),
+        data=_form(step_values(session, batch, "processing.digest", clock.now()), password="not-mine-123"),
     )
     assert wrong_password.status_code == 422 and "password for technician is wrong" in wrong_password.text
     assert _counts(session) == before
@@ -192,7 +190,7 @@ def test_another_subjects_container_and_line_clearance(
     for batch in (mine, theirs):
         for step_key in ("collection.harvest", "collection.handoff"):
             assert _record(terminal, session, batch, step_key)[0] == 302
-    their_tube = step_values(session, theirs, "receipt.accept", datetime.now(UTC))["tissue_tube"]
+    their_tube = step_values(session, theirs, "receipt.accept", clock.now())["tissue_tube"]
     before = _counts(session)
     status, body = _record(terminal, session, mine, "receipt.accept", tissue_tube=their_tube)
     assert status == 422 and "belongs to another subject" in body
@@ -221,7 +219,7 @@ def test_self_verification_is_refused_at_the_terminal(
     session.rollback()
     batch_id = batch.id
     tech.post(f"/bench/batches/{batch_id}/open")
-    values = step_values(session, batch, "receipt.accept", datetime.now(UTC))
+    values = step_values(session, batch, "receipt.accept", clock.now())
     session.rollback()
     assert tech.post(f"/bench/batches/{batch_id}/steps/receipt.accept", data=_form(values)).status_code == 302
     record = session.scalar(select(StepRecord).where(StepRecord.step_key == "receipt.accept"))
@@ -321,7 +319,7 @@ def test_malformed_numbers_are_refused_never_stored(
         batch = _start(terminal, session, subject)
     before = _counts(session)
     values = {
-        **step_values(session, batch, "collection.harvest", datetime.now(UTC)),
+        **step_values(session, batch, "collection.harvest", clock.now()),
         "tissue_weight": garbage,
     }
     session.rollback()

@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
 from labels import isbt128
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.audit.models import AuditEvent
-from mfg.db import utcnow
 from mfg.identity.models import Signature, User
 from mfg.study.models import Subject
 from tests.conftest import PASSWORD, World, login
@@ -36,8 +36,12 @@ def text_of(response: TestResponse) -> str:
 
 def enrollment_form(world: World, **changes: str) -> dict[str, str]:
     form = {
-        "study_subject_id": "ALS-002", "name": "Casey Sample", "date_of_birth": "1970-05-17",
-        "medical_record_number": "MRN-777", "site_id": str(world.site.id), "consent_date": "2026-11-02",
+        "study_subject_id": "ALS-002",
+        "name": "Casey Sample",
+        "date_of_birth": "1970-05-17",
+        "medical_record_number": "MRN-777",
+        "site_id": str(world.site.id),
+        "consent_date": "2026-11-02",
         "password": PASSWORD,
     }
     form.update(changes)
@@ -47,8 +51,13 @@ def enrollment_form(world: World, **changes: str) -> dict[str, str]:
 def subjects(factory: sessionmaker[Session]) -> list[dict[str, Any]]:
     with factory() as s:
         return [
-            {"id": x.id, "study_subject_id": x.study_subject_id, "name": x.name, "coi": x.coi_identifier,
-             "enrolled_by_id": x.enrolled_by_id}
+            {
+                "id": x.id,
+                "study_subject_id": x.study_subject_id,
+                "name": x.name,
+                "coi": x.coi_identifier,
+                "enrolled_by_id": x.enrolled_by_id,
+            }
             for x in s.scalars(select(Subject).order_by(Subject.id))
         ]
 
@@ -59,8 +68,13 @@ def signatures(factory: sessionmaker[Session], meaning: str | None = None) -> li
         if meaning:
             query = query.where(Signature.meaning == meaning)
         return [
-            {"printed_name": x.printed_name, "meaning": x.meaning, "signer_id": x.signer_id,
-             "entity_type": x.entity_type, "entity_id": x.entity_id}
+            {
+                "printed_name": x.printed_name,
+                "meaning": x.meaning,
+                "signer_id": x.signer_id,
+                "entity_type": x.entity_type,
+                "entity_id": x.entity_id,
+            }
             for x in s.scalars(query)
         ]
 
@@ -88,8 +102,10 @@ def audit_ok(factory: sessionmaker[Session]) -> None:
 
 def signature_rows(page: str) -> list[str]:
     table = page.split('<table class="signatures">', 1)[1].split("</table>", 1)[0]
-    return [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row)).strip()
-            for row in re.findall(r'<tr class="sig-[a-z]+">.*?</tr>', table, flags=re.S)]
+    return [
+        re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row)).strip()
+        for row in re.findall(r'<tr class="sig-[a-z]+">.*?</tr>', table, flags=re.S)
+    ]
 
 
 def trail_section(page: str) -> str:
@@ -119,7 +135,7 @@ def test_enrollment_through_the_web_creates_the_subject_and_signs_it(
     page = text_of(coordinator.get(response.headers["Location"]))
     identifier = stored["coi"]
     expected = isbt128.build_coi(identifier[:5], int(identifier[5:7]), identifier[7:])
-    assert identifier.startswith(f"A9999{utcnow().year % 100:02d}")
+    assert identifier.startswith(f"A9999{clock.now().year % 100:02d}")
     assert (
         f'<span class="ident">{expected.identifier}</span>'
         f'<span class="check-box" title="ISO 7064 Mod 37-2 check character">{expected.check_character}</span>'
@@ -136,9 +152,7 @@ def test_enrollment_through_the_web_creates_the_subject_and_signs_it(
     audit_ok(session_factory)
 
 
-def test_the_subject_list_shows_the_enrolled_subject(
-    app: Flask, subject: Subject, world: World
-) -> None:
+def test_the_subject_list_shows_the_enrolled_subject(app: Flask, subject: Subject, world: World) -> None:
     client = app.test_client()
     login(client, "nurse")
     page = text_of(client.get("/clinic/subjects"))
@@ -202,22 +216,29 @@ def test_enrollment_without_a_password_stores_nothing(
 REFUSED_ENROLLMENTS = {  # case: (changes, message)
     "duplicate": ({"study_subject_id": "ALS-001"}, "ALS-001 is already enrolled in"),
     "duplicate in lower case": ({"study_subject_id": "als-001"}, "ALS-001 is already enrolled in"),
-    "malformed id": ({"study_subject_id": "SUBJ-1"},
-                     "study subject id 'SUBJ-1' does not have this study's form"),
+    "malformed id": (
+        {"study_subject_id": "SUBJ-1"},
+        "study subject id 'SUBJ-1' does not have this study's form",
+    ),
     "short id": ({"study_subject_id": "ALS-1"}, "study subject id 'ALS-1' does not have this study's form"),
     "future consent": ({"consent_date": "TOMORROW"}, "consent date TOMORROW is in the future"),
     "future birth": ({"date_of_birth": "TOMORROW"}, "date of birth TOMORROW is not possible"),
     "consent before birth": ({"consent_date": "1960-01-01"}, "consent date is before the date of birth"),
-    "malformed MRN": ({"medical_record_number": "MRN 12 34"},
-                      "the medical record number must be 3-40 letters"),
+    "malformed MRN": (
+        {"medical_record_number": "MRN 12 34"},
+        "the medical record number must be 3-40 letters",
+    ),
 }
 
 
 def test_refused_enrollment_leaves_data_intact_and_is_recorded(
-    coordinator: FlaskClient, world: World, subject: Subject, session_factory: sessionmaker[Session],
+    coordinator: FlaskClient,
+    world: World,
+    subject: Subject,
+    session_factory: sessionmaker[Session],
     subtests: pytest.Subtests,
 ) -> None:
-    tomorrow = (utcnow().date() + timedelta(days=1)).isoformat()
+    tomorrow = (clock.now().date() + timedelta(days=1)).isoformat()
     for case, (changes, message) in REFUSED_ENROLLMENTS.items():
         with subtests.test(case=case):
             changes = {k: tomorrow if v == "TOMORROW" else v for k, v in changes.items()}
@@ -290,12 +311,16 @@ def test_an_investigator_can_verify(
 
 
 def test_other_roles_credentials_cannot_verify(
-    coordinator: FlaskClient, subject: Subject, session_factory: sessionmaker[Session],
+    coordinator: FlaskClient,
+    subject: Subject,
+    session_factory: sessionmaker[Session],
     subtests: pytest.Subtests,
 ) -> None:
     for username, message in [
-        ("technician",
-         "technician (technician) cannot verify an enrollment: a coordinator or investigator must"),
+        (
+            "technician",
+            "technician (technician) cannot verify an enrollment: a coordinator or investigator must",
+        ),
         ("qa", "qa (qa) cannot verify an enrollment"),
         ("nurse", "nurse (nurse) cannot verify an enrollment"),
         ("admin", "the Administrator role cannot perform GMP actions"),
@@ -350,8 +375,13 @@ def test_a_correction_invalidates_earlier_signatures_and_keeps_the_old_value(
     coordinator: FlaskClient, subject: Subject, session_factory: sessionmaker[Session]
 ) -> None:
     assert verify(coordinator, subject, "coordinator2").status_code == 302
-    response = correct(coordinator, subject, field="name", new_value="Jordan Q. Example",
-                       reason="middle initial missed at transcription")
+    response = correct(
+        coordinator,
+        subject,
+        field="name",
+        new_value="Jordan Q. Example",
+        reason="middle initial missed at transcription",
+    )
     assert response.status_code == 302
     page = text_of(coordinator.get(f"/clinic/subjects/{subject.id}"))
     assert "Corrected; the old value stays in the audit trail." in page
@@ -401,8 +431,9 @@ def test_a_correction_to_the_same_value_changes_nothing(
 def test_a_date_correction_is_stored_as_a_date(
     coordinator: FlaskClient, subject: Subject, session_factory: sessionmaker[Session]
 ) -> None:
-    response = correct(coordinator, subject, field="date_of_birth", new_value="1961-04-21",
-                       reason="transposed digits")
+    response = correct(
+        coordinator, subject, field="date_of_birth", new_value="1961-04-21", reason="transposed digits"
+    )
     assert response.status_code == 302
     page = text_of(coordinator.get(response.headers["Location"]))
     assert "<dt>Date of birth</dt><dd>1961-04-21</dd>" in page
@@ -411,10 +442,13 @@ def test_a_date_correction_is_stored_as_a_date(
 
 
 def test_a_correction_is_held_to_the_enrollment_rules(
-    coordinator: FlaskClient, world: World, subject: Subject, session_factory: sessionmaker[Session],
+    coordinator: FlaskClient,
+    world: World,
+    subject: Subject,
+    session_factory: sessionmaker[Session],
     subtests: pytest.Subtests,
 ) -> None:
-    tomorrow = (utcnow().date() + timedelta(days=1)).isoformat()
+    tomorrow = (clock.now().date() + timedelta(days=1)).isoformat()
     for case, field, new_value, message in [
         ("future consent", "consent_date", tomorrow, f"consent date {tomorrow} is in the future"),
         ("future birth", "date_of_birth", tomorrow, f"date of birth {tomorrow} is not possible"),
@@ -460,14 +494,17 @@ def test_typing_the_identifier_with_its_check_character_opens_the_subject(
 
 
 def test_a_garbage_scan_is_refused_visibly_and_recorded(
-    coordinator: FlaskClient, subject: Subject, session_factory: sessionmaker[Session],
+    coordinator: FlaskClient,
+    subject: Subject,
+    session_factory: sessionmaker[Session],
     subtests: pytest.Subtests,
 ) -> None:
     for code in ["garbage", "=A99992612345600", "&/CHA999926"]:
         with subtests.test(code=code):
             refused_before = len(refusals(session_factory))
-            response = coordinator.get("/scan?code=" + quote(code, safe=""),
-                                       headers={"Referer": "/clinic/subjects"})
+            response = coordinator.get(
+                "/scan?code=" + quote(code, safe=""), headers={"Referer": "/clinic/subjects"}
+            )
             assert response.status_code == 302
             assert response.headers["Location"] == "/clinic/subjects"
             page = text_of(coordinator.get(response.headers["Location"]))
@@ -503,5 +540,9 @@ def test_the_api_finds_a_subject_by_coi(app: Flask, subject: Subject) -> None:
     response = client.get(f"/api/subjects/by-coi/{identifier}")
     assert response.status_code == 200
     check = isbt128.build_coi(identifier[:5], int(identifier[5:7]), identifier[7:]).check_character
-    assert response.get_json() == {"study_subject_id": "ALS-001", "coi": identifier,
-                                   "coi_check_character": check, "status": "enrolled"}
+    assert response.get_json() == {
+        "study_subject_id": "ALS-001",
+        "coi": identifier,
+        "coi_check_character": check,
+        "status": "enrolled",
+    }

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 
 from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.dosing import service as order_service
 from mfg.dosing.models import DoseOrder
@@ -36,7 +37,7 @@ def test_a_dose_is_prepared_and_labelled_through_the_terminal(
         injection_number=1,
         dose_cells=5e7,
         body_weight_kg=68.0,
-        first_due=date.today() + timedelta(days=2),
+        first_due=clock.today() + timedelta(days=2),
         change_reason=None,
     )
     session.commit()
@@ -54,7 +55,7 @@ def test_a_dose_is_prepared_and_labelled_through_the_terminal(
     tech.post(f"/bench/batches/{batch_id}/open")
     for step_key in ("dose.thaw", "dose.wash", "dose.count", "dose.fill", "dose.final_count"):
         session.rollback()
-        values = step_values(session, session.get(Batch, batch_id), step_key, datetime.now(UTC))  # type: ignore[arg-type]
+        values = step_values(session, session.get(Batch, batch_id), step_key, clock.now())  # type: ignore[arg-type]
         session.rollback()
         if step_key == "dose.fill":
             page = tech.get(f"/bench/batches/{batch_id}").text
