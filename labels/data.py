@@ -10,12 +10,12 @@ Standard Technical Specification ST-001 v6.2.2 §2.4.23 defines it; see ``compou
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date
 
 from labels import isbt128
 from labels.layout import Box, LabelError
+from labels.numbers import superscript_powers
 
 __all__ = [
     "CONTAINER_STOCK",
@@ -204,9 +204,6 @@ def compound_message(label: SyringeLabel) -> str:
     return f"=+{len(structures):02d}{COMPOUND_UNDEFINED_SEQUENCE}{''.join(structures)}"
 
 
-_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
-
-
 def display_dose(text: str) -> str:
     """'5.0 × 10^7 cells' -> '5.0 × 10⁷ cells': real superscript digits that pdftotext extracts as such."""
-    return re.sub(r"10\^(-?\d+)", lambda m: "10" + m.group(1).translate(_SUPERSCRIPT), text)
+    return superscript_powers(text)

@@ -23,8 +23,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         static_folder="static",
     )
     app.config.update(settings)
-    from mfg import clock
+    from mfg import capabilities, clock
     from mfg.study.definition import load_study
+
+    capabilities.install()
 
     clock.use_facility_zone(load_study(app.config["STUDY"]).facility.time_zone)
     engine = make_engine(app.config["DATABASE_URL"])

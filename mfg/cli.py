@@ -1,6 +1,7 @@
 """The `mfg` command: database set-up, the terminal server, accounts and the audit check.
 
 Every command uses MFG_DATABASE_URL when it is set, else the SQLite file in the instance folder.
+A command that writes is one unit of work (``session_scope``): it commits once at its end, or rolls back.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import getpass
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from alembic import command as alembic_command
@@ -53,7 +55,7 @@ def _engine() -> tuple[str, Engine]:
     return url, make_engine(url)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
 
@@ -65,6 +67,9 @@ def cli() -> None:
 
 def main() -> None:
     """Entry point: database trouble is reported in one line, not as a stack trace."""
+    from mfg import capabilities
+
+    capabilities.install()
     try:
         cli()
     except SQLAlchemyError as exc:
@@ -157,9 +162,10 @@ def user_add(username: str, full_name: str, role: str, password_stdin: bool) -> 
             created = identity_service.create_user(
                 session, _actor(), username=username, full_name=full_name, role=role, password=password
             )
-            click.echo(f"account {created.username} ({created.role}) created")
+            done = f"account {created.username} ({created.role}) created"
     except Refusal as exc:
         _fail(exc.message)
+    click.echo(done)  # only once it is committed
 
 
 @user.command("deactivate")

@@ -20,7 +20,7 @@ from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.materials import service as materials_service
 from mfg.materials.models import Equipment, ReagentLot
-from mfg.process import service as process_service
+from mfg.process import batches, steps, versions, workstations
 from mfg.process.mbr import packaged_mbr_text
 from mfg.process.models import Batch, MbrVersion, Workstation
 from mfg.study import service as study_service
@@ -117,26 +117,26 @@ DEMO_STEPS_DONE = 8  # collection to the first passage: the demo batch is part-w
 
 def _demo_batch(session: Session, subject: Subject, study: StudyDefinition) -> None:
     users = {u.username: u for u in session.scalars(select(User))}
-    batch = process_service.start_batch(session, users["coord"], subject, study)
+    batch = batches.start_batch(session, users["coord"], subject, study)
     cabinet = session.scalar(select(Workstation).where(Workstation.code == "BSC-01"))
     assert cabinet is not None
     for step_key, iteration in STEP_SEQUENCE[:DEMO_STEPS_DONE]:
         performer = users[DEMO_USER_FOR_ROLE[PERFORMER.get(step_key, "technician")]]
-        if process_service.batch_mbr(session, batch).step(step_key).at_workstation:
-            process_service.open_at_workstation(session, performer, cabinet, batch)
-        record = process_service.record_step(
+        if batches.batch_mbr(session, batch).step(step_key).at_workstation:
+            workstations.open_at_workstation(session, performer, cabinet, batch)
+        record = steps.record_step(
             session,
             performer,
             DEMO_PASSWORD,
             batch,
             step_key,
-            process_service.StepSubmission(step_values(session, batch, step_key, clock.now(), iteration)),
+            steps.StepSubmission(step_values(session, batch, step_key, clock.now(), iteration)),
             study,
             cabinet,
         )
         if record.status == "awaiting_verification":
             verifier = users["super" if performer.username != "super" else "tech2"]
-            process_service.verify_step(session, verifier, DEMO_PASSWORD, record)
+            steps.verify_step(session, verifier, DEMO_PASSWORD, record)
 
 
 @dataclass
@@ -150,12 +150,12 @@ class Bench:
 
 def set_up_bench(session: Session, qa: User, password: str, actor: str = "test-setup") -> Bench:
     """Register and approve the MBR, lots (two deliberately unusable), equipment and two cabinets."""
-    mbr = process_service.register_mbr(session, actor, packaged_mbr_text())
+    mbr = versions.register_mbr(session, actor, packaged_mbr_text())
     if mbr.status == "draft":
-        process_service.approve_mbr(session, qa, password, mbr)
-    dose_mbr = process_service.register_mbr(session, actor, packaged_mbr_text("aamsc_dose"))
+        versions.approve_mbr(session, qa, password, mbr)
+    dose_mbr = versions.register_mbr(session, actor, packaged_mbr_text("aamsc_dose"))
     if dose_mbr.status == "draft":
-        process_service.approve_mbr(session, qa, password, dose_mbr)
+        versions.approve_mbr(session, qa, password, dose_mbr)
     far = clock.today() + timedelta(days=365)
     lots = {}
     for code, name in [
@@ -216,8 +216,8 @@ def set_up_bench(session: Session, qa: User, password: str, actor: str = "test-s
         description="old centrifuge",
         calibration_due=clock.today() - timedelta(days=3),
     )
-    cabinet = process_service.register_workstation(session, actor, "BSC-01", "Cabinet 1")
-    cabinet2 = process_service.register_workstation(session, actor, "BSC-02", "Cabinet 2")
+    cabinet = workstations.register_workstation(session, actor, "BSC-01", "Cabinet 1")
+    cabinet2 = workstations.register_workstation(session, actor, "BSC-02", "Cabinet 2")
     return Bench(mbr=mbr, lots=lots, equipment=equipment, cabinet=cabinet, cabinet2=cabinet2)
 
 
@@ -323,15 +323,14 @@ def step_values(
 
 def _dose_step_values(session: Session, batch: Batch, step_key: str) -> dict[str, str]:
     """Stage 6 in specification: 2 vials of 5e7 thawed with 70 % recovery, 1.4e7 viable cells/mL."""
-    from mfg.dosing import preparation
-    from mfg.dosing import service as order_service
+    from mfg.dosing import bank, preparation
 
     study = load_study()
     if step_key == "dose.thaw":
         order = preparation.order_of(session, batch)
         subject = session.get(Subject, batch.subject_id)
         assert subject is not None
-        vials = order_service.bank_status(session, subject, study, order).vials_to_thaw
+        vials = bank.bank_status(session, subject, study, order).vials_to_thaw
         return {"vials": " ".join(vials), "water_bath": "WB-01", "thaw_minutes": "2"}
     if step_key == "dose.wash":
         return {"lr_lot": "LOT-LR-1", "centrifuge": "CEN-01", "resuspension_volume": "5"}
@@ -394,36 +393,36 @@ def _run_steps(
     session: Session,
     users: dict[str, User],
     batch: Batch,
-    steps: Sequence[tuple[str, int]],
+    sequence: Sequence[tuple[str, int]],
     study: StudyDefinition,
     cabinet: Workstation,
 ) -> None:
-    for step_key, iteration in steps:
+    for step_key, iteration in sequence:
         role = PERFORMER.get(step_key, "technician")
         performer = users[DEMO_USER_FOR_ROLE[role]]
-        if process_service.batch_mbr(session, batch).step(step_key).at_workstation:
-            process_service.open_at_workstation(session, performer, cabinet, batch)
+        if batches.batch_mbr(session, batch).step(step_key).at_workstation:
+            workstations.open_at_workstation(session, performer, cabinet, batch)
         values = step_values(session, batch, step_key, clock.now(), iteration)
-        record = process_service.record_step(
+        record = steps.record_step(
             session,
             performer,
             DEMO_PASSWORD,
             batch,
             step_key,
-            process_service.StepSubmission(values),
+            steps.StepSubmission(values),
             study,
             cabinet,
         )
         if record.status == "awaiting_verification":
             verifier = users["super" if performer.username != "super" else "tech2"]
-            process_service.verify_step(session, verifier, DEMO_PASSWORD, record)
+            steps.verify_step(session, verifier, DEMO_PASSWORD, record)
 
 
 def run_reference_scenario(factory: sessionmaker[Session], out: Path, actor: str) -> dict[str, Any]:
     """Enroll, collect, process, expand, bank, order 5e7, prepare the dose, print labels: the whole story
     through the service layer, committed step by step. Returns the summary ``mfg demo`` prints."""
     from mfg.custody import labels as container_labels
-    from mfg.dosing import preparation
+    from mfg.dosing import preparation, product_labels
     from mfg.dosing import service as order_service
 
     study = load_study()
@@ -443,11 +442,11 @@ def run_reference_scenario(factory: sessionmaker[Session], out: Path, actor: str
             consent_date=clock.today(),
         )
         subject = study_service.enroll_subject(session, users["coord"], study, form, DEMO_PASSWORD)
-        batch = process_service.start_batch(session, users["coord"], subject, study)
+        batch = batches.start_batch(session, users["coord"], subject, study)
         cabinet = session.scalar(select(Workstation).where(Workstation.code == "BSC-02"))
         assert cabinet is not None
         if cabinet.current_batch_id is not None:
-            process_service.clear_line(session, users["tech"], DEMO_PASSWORD, cabinet)
+            workstations.clear_line(session, users["tech"], DEMO_PASSWORD, cabinet)
         _run_steps(session, users, batch, STEP_SEQUENCE, study, cabinet)
         vials = session.scalars(
             select(Container)
@@ -482,12 +481,12 @@ def run_reference_scenario(factory: sessionmaker[Session], out: Path, actor: str
         if cabinet.current_batch_id not in (None, dose_batch.id):
             holder = session.get(Batch, cabinet.current_batch_id)
             if holder is not None and holder.subject_id != subject.id:
-                process_service.clear_line(session, users["tech"], DEMO_PASSWORD, cabinet)
+                workstations.clear_line(session, users["tech"], DEMO_PASSWORD, cabinet)
         _run_steps(session, users, dose_batch, [(k, 1) for k in DOSE_STEPS[:5]], study, cabinet)
         product = preparation.product_of(session, dose_batch)
         assert product is not None
-        syringe_pdf = preparation.print_product_labels(session, users["tech"], product, study, "")
-        shipper_pdf = preparation.print_product_labels(
+        syringe_pdf = product_labels.print_product_labels(session, users["tech"], product, study, "")
+        shipper_pdf = product_labels.print_product_labels(
             session, users["tech"], product, study, "", kind="shipper"
         )
         files["syringe_label"] = out / "syringe-label.pdf"
@@ -495,7 +494,7 @@ def run_reference_scenario(factory: sessionmaker[Session], out: Path, actor: str
         files["syringe_label"].write_bytes(syringe_pdf)
         files["shipper_label"].write_bytes(shipper_pdf)
         _run_steps(session, users, dose_batch, [("dose.label", 1)], study, cabinet)
-        label = preparation.syringe_label(session, product, study)
+        label = product_labels.syringe_label(session, product, study)
         from labels.data import barcode_strings
         from mfg.study.service import coi_of
 
@@ -519,7 +518,7 @@ def run_reference_scenario(factory: sessionmaker[Session], out: Path, actor: str
                 "din_code": product.din,
                 "din_check_character": din.check_character,
                 "product_code": product.product_code,
-                "expiry": preparation.expiry_local(product, study).isoformat(timespec="minutes"),
+                "expiry": product_labels.expiry_local(product, study).isoformat(timespec="minutes"),
                 "barcodes": barcode_strings(label),
             },
             "files": [str(path) for path in files.values()],

@@ -3,14 +3,13 @@
 from mfg.audit.models import AuditEvent
 from mfg.custody.models import Container, ContainerParent, DinSequence, LabelPrint
 from mfg.db import Base
-from mfg.dosing.models import DoseOrder
+from mfg.dosing.models import DoseOrder, FinalProduct
 from mfg.identity.models import Signature, User
 from mfg.materials.models import Equipment, EquipmentUse, MaterialUse, ReagentLot
 from mfg.process.models import (
     Batch,
     Deviation,
     FieldValue,
-    FinalProduct,
     LineClearance,
     MbrVersion,
     StepRecord,

@@ -30,7 +30,7 @@ from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from mfg import create_app
+from mfg import capabilities, create_app
 from mfg.cli import upgrade_database
 from mfg.db import make_engine, make_session_factory, normalise_url
 from mfg.identity import service as identity_service
@@ -138,6 +138,12 @@ class DatabaseServer:
                 self.drop(name)
             assert self.admin is not None
             self.admin.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _installed_capabilities() -> None:
+    """What every entry point does at start-up: plug dose preparation into the step engine."""
+    capabilities.install()
 
 
 @pytest.fixture(scope="session")

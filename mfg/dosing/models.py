@@ -49,3 +49,27 @@ class DoseOrder(Audited, Base):
     ordered_by_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), nullable=False)
     ordered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class FinalProduct(Audited, Base):
+    """A filled syringe: identified by DIN + product code (with its division), with expiry and dose."""
+
+    __tablename__ = "final_product"
+    __table_args__ = (
+        CheckConstraint("status IN ('awaiting_count', 'blocked', 'awaiting_release')", name="status_known"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id"), nullable=False, unique=True)
+    dose_order_id: Mapped[int] = mapped_column(ForeignKey("dose_order.id"), nullable=False, unique=True)
+    syringe_id: Mapped[int] = mapped_column(ForeignKey("container.id"), nullable=False, unique=True)
+    din: Mapped[str] = mapped_column(String(16), nullable=False)
+    product_code: Mapped[str] = mapped_column(String(10), nullable=False)  # ISBT 128 003, with division
+    formulated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    prescribed_cells: Mapped[float] = mapped_column(Float, nullable=False)
+    expected_cells: Mapped[float] = mapped_column(Float, nullable=False)  # from the fill plan
+    final_volume_ml: Mapped[float] = mapped_column(Float, nullable=False)
+    delivered_cells: Mapped[float | None] = mapped_column(Float)  # from the retained sample's count
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    block_reason: Mapped[str | None] = mapped_column(Text)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from labels.numbers import format_cells
 from mfg.study.definition import StudyDefinition
 
 #: a body weight outside this range is a typing or unit error (the weight sets the endotoxin limit)
@@ -24,27 +25,18 @@ _LEVEL_MATCH = 1e-9
 # whole-vial arithmetic: a vial giving exactly the dose covers it despite binary rounding of the recovery
 _COVER_SLACK = 1e-9
 
-_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
 
 # --------------------------------------------------------------------------------------------- display
 
 
-def format_cells(cells: float) -> str:
-    """5e7 -> '5 × 10⁷', 3.5e7 -> '3.5 × 10⁷', 1.234e8 -> '1.23 × 10⁸' (three significant figures)."""
-    if not math.isfinite(cells) or cells <= 0:
-        return f"{cells:g}"
-    exponent = math.floor(math.log10(cells))
-    mantissa = round(cells / 10**exponent, 2)
-    if mantissa >= 10:  # 9.999e7 rounds up to 10 × 10⁷
-        mantissa, exponent = mantissa / 10, exponent + 1
-    text = f"{mantissa:.2f}".rstrip("0").rstrip(".")
-    return f"{text} × 10{str(exponent).translate(_SUPERSCRIPT)}"
+def dose_text(cells: float) -> str:
+    """A prescribed number of cells, as orders and their refusals print it: "5 × 10⁷"."""
+    return format_cells(cells, "dose")
 
 
 def format_levels(levels: Sequence[float]) -> str:
     """'1 × 10⁷, 5 × 10⁷ or 1 × 10⁸'."""
-    shown = [format_cells(level) for level in levels]
+    shown = [dose_text(level) for level in levels]
     return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
 
 
@@ -125,7 +117,7 @@ def injection_problem(injection_number: int, study: StudyDefinition) -> str:
 
 def level_problem(dose_cells: float, study: StudyDefinition) -> str:
     if study_level(dose_cells, study) is None:
-        shown = format_cells(dose_cells) if math.isfinite(dose_cells) else str(dose_cells)
+        shown = dose_text(dose_cells) if math.isfinite(dose_cells) else str(dose_cells)
         return (
             f"{shown} cells is not a dose level of {study.code}: "
             f"choose {format_levels(study.dosing.levels)} cells"
@@ -137,8 +129,8 @@ def first_dose_problem(injection_number: int, dose_cells: float, study: StudyDef
     first = study.dosing.first_dose
     if injection_number == 1 and not math.isclose(dose_cells, first, rel_tol=_LEVEL_MATCH):
         return (
-            f"the first injection of {study.code} is always {format_cells(first)} cells, "
-            f"not {format_cells(dose_cells)}"
+            f"the first injection of {study.code} is always {dose_text(first)} cells, "
+            f"not {dose_text(dose_cells)}"
         )
     return ""
 
@@ -161,7 +153,7 @@ def duplicate_problem(injection_number: int, existing: Sequence[ExistingOrder]) 
         if order.active and order.injection_number == injection_number:
             return (
                 f"injection {injection_number} already has an order (#{order.id}, "
-                f"{order.status.replace('_', ' ')}, {format_cells(order.dose_cells)} cells): "
+                f"{order.status.replace('_', ' ')}, {dose_text(order.dose_cells)} cells): "
                 "cancel it first to prescribe this visit again"
             )
     return ""
@@ -190,8 +182,8 @@ def change_reason_problem(
         return ""
     if not (change_reason or "").strip():
         return (
-            f"the dose changes from {format_cells(previous.dose_cells)} cells (injection "
-            f"{previous.injection_number}) to {format_cells(dose_cells)}: give the reason for the change"
+            f"the dose changes from {dose_text(previous.dose_cells)} cells (injection "
+            f"{previous.injection_number}) to {dose_text(dose_cells)}: give the reason for the change"
         )
     return ""
 
@@ -313,15 +305,15 @@ def bank_check(
     if end is None:
         if not vials:
             sentence = (
-                f"No cryovials are stored: the bank cannot supply this dose of {format_cells(dose_cells)}."
+                f"No cryovials are stored: the bank cannot supply this dose of {dose_text(dose_cells)}."
             )
         else:
             stored = "the only stored vial gives"
             if len(vials) > 1:
                 stored = f"all {len(vials)} stored vials give"
             sentence = (
-                f"NOT ENOUGH for this dose: {stored} {format_cells(available)} viable cells after {percent} "
-                f"post-thaw recovery, less than {format_cells(dose_cells)}."
+                f"NOT ENOUGH for this dose: {stored} {dose_text(available)} viable cells after {percent} "
+                f"post-thaw recovery, less than {dose_text(dose_cells)}."
             )
         return BankCheck(
             enough=False,
@@ -343,8 +335,8 @@ def bank_check(
     frozen = sum(cells for _, cells in vials[:end])
     thawed = frozen * recovery
     sentence = (
-        f"Thaw {_vials(end)} of {len(vials)} for this dose: {format_cells(frozen)} cells frozen, "
-        f"{format_cells(thawed)} viable after {percent} post-thaw recovery ≥ {format_cells(dose_cells)}."
+        f"Thaw {_vials(end)} of {len(vials)} for this dose: {dose_text(frozen)} cells frozen, "
+        f"{dose_text(thawed)} viable after {percent} post-thaw recovery ≥ {dose_text(dose_cells)}."
     )
     covered = 0
     position = end
@@ -357,13 +349,13 @@ def bank_check(
     if not remaining:
         sentence += f" No other dose is planned; {_vials(left)} stay in the bank."
     elif covered == len(remaining):
-        listed = ", ".join(format_cells(d) for d in remaining)
+        listed = ", ".join(dose_text(d) for d in remaining)
         sentence += (
             f" The {_vials(left)} left cover the {_doses(len(remaining))} still planned ({listed}), "
             f"with {_vials(len(vials) - position)} to spare."
         )
     else:
-        listed = ", ".join(format_cells(d) for d in remaining)
+        listed = ", ".join(dose_text(d) for d in remaining)
         sentence += (
             f" NOT ENOUGH for the rest of the schedule: the {_vials(left)} left cover {covered} of the "
             f"{_doses(len(remaining))} still planned ({listed})."

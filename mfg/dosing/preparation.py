@@ -1,41 +1,44 @@
-"""Dose preparation (MBR stage 6) around the process engine: the dose batch, its fill plan, the final
-product with its ISBT 128 identity and expiry, the delivered-dose check, and the syringe labels.
+"""Dose preparation (MBR stage 6): the dose batch, its fill plan, the final product with its ISBT 128 identity
+and expiry, and the delivered-dose check. It plugs into the step engine as the ``dose_preparation``
+capability (see ``mfg.process.extensions``): the engine calls ``DosePreparation`` and knows nothing of doses.
 
-Nothing here commits. The process engine calls in at the points where stage 6 differs from stages 1-5.
+Steps are found by their role in the dose MBR (thaw, count, fill, final_count), not by step keys.
+Nothing here commits.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from labels import isbt128
-from labels.data import LabelStock, SyringeLabel
-from labels.render import render_shipper_label, render_syringe_label
 from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.custody.models import Container, LabelPrint
-from mfg.dosing.models import DoseOrder
+from mfg.dosing import bank
+from mfg.dosing import service as order_service
+from mfg.dosing.models import DoseOrder, FinalProduct
 from mfg.dosing.rules import FillPlan, plan_fill
 from mfg.errors import NotFound, ValidationRefused
 from mfg.identity import rules as identity_rules
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
-from mfg.process.models import Batch, Deviation, FieldValue, FinalProduct, StepRecord
+from mfg.process.batches import role_values
+from mfg.process.extensions import Capability, StepContext
+from mfg.process.mbr import FieldDef
+from mfg.process.models import Batch, Deviation, StepRecord
+from mfg.process.rules import ParsedValue
+from mfg.process.versions import current_approved_mbr
 from mfg.study.definition import StudyDefinition
-from mfg.study.models import Site, Subject
+from mfg.study.models import Subject
 
-DOSE_MBR = "AAMSC-DOSE"
 PRODUCT_LABEL_KINDS = ("syringe", "shipper")
-
-
-def format_dose(cells: float) -> str:
-    """5e7 -> '5.0 × 10^7' (labels print the exponent as a superscript)."""
-    exponent = int(math.floor(math.log10(cells)))
-    return f"{cells / 10**exponent:.1f} × 10^{exponent}"
+# The volumes of the fill plan a fill step's number fields are checked against (``plan = "..."``).
+PLANNED_VOLUMES = ("suspension_ml", "diluent_ml")
 
 
 def division_for(number: int) -> str:
@@ -47,9 +50,6 @@ def division_for(number: int) -> str:
 
 def start_preparation(session: Session, user: User, order: DoseOrder, study: StudyDefinition) -> Batch:
     """Open the dose batch: the order must be signed and current; the bank must hold the vials to thaw."""
-    from mfg.dosing import service as order_service
-    from mfg.process import service as process_service
-
     identity_service.require_can_act(user)
     if user.role not in (identity_rules.TECHNICIAN, identity_rules.SUPERVISOR):
         raise ValidationRefused(
@@ -71,14 +71,14 @@ def start_preparation(session: Session, user: User, order: DoseOrder, study: Stu
             entity_type="dose_order",
             entity_id=str(order.id),
         )
-    check = order_service.bank_status(session, subject, study, order)
+    check = bank.bank_status(session, subject, study, order)
     if not check.vials_to_thaw:
         raise ValidationRefused(
             f"the cryobank cannot supply this dose: {check.sentence}",
             entity_type="dose_order",
             entity_id=str(order.id),
         )
-    version = process_service.current_approved_mbr(session, DOSE_MBR)
+    version = current_approved_mbr(session, study.processes.dose_mbr)
     made = (
         session.scalar(
             select(func.count()).select_from(Batch).where(Batch.din == collection.din, Batch.division != "00")
@@ -107,21 +107,9 @@ def order_of(session: Session, batch: Batch) -> DoseOrder:
     return order
 
 
-def _current(session: Session, batch: Batch, step_key: str) -> dict[str, FieldValue]:
-    from mfg.process import service as process_service
-
-    record = session.scalar(
-        select(StepRecord)
-        .where(StepRecord.batch_id == batch.id, StepRecord.step_key == step_key)
-        .order_by(StepRecord.iteration.desc())
-        .limit(1)
-    )
-    return process_service.current_values(session, record) if record is not None else {}
-
-
 def fill_plan(session: Session, batch: Batch, study: StudyDefinition) -> FillPlan:
     """The plan from the dose order and the recorded replicate counts; DoseRefused names what to do."""
-    counts_rows = _current(session, batch, "dose.count")
+    counts_rows = role_values(session, batch, "count")
     counts = [
         row.number
         for key, row in sorted(counts_rows.items())
@@ -141,28 +129,13 @@ def fill_plan(session: Session, batch: Batch, study: StudyDefinition) -> FillPla
 
 def thawed_vials(session: Session, batch: Batch) -> list[Container]:
     """The syringe's lineage: the cryovials scanned at thaw."""
-    row = _current(session, batch, "dose.thaw").get("vials")
+    row = role_values(session, batch, "thaw").get("vials")
     codes = row.value.split() if row is not None else []
     return list(session.scalars(select(Container).where(Container.scan_id.in_(codes)))) if codes else []
 
 
 def product_of(session: Session, batch: Batch) -> FinalProduct | None:
     return session.scalar(select(FinalProduct).where(FinalProduct.batch_id == batch.id))
-
-
-def facility_site(session: Session, study: StudyDefinition) -> Site:
-    site = session.scalar(
-        select(Site).where(
-            Site.kind == "manufacturing", Site.isbt_facility_id == study.facility.isbt_facility_id
-        )
-    )
-    if site is None:
-        raise ValidationRefused(
-            f"no manufacturing site with ISBT 128 facility id {study.facility.isbt_facility_id}"
-            " is registered: its name and address go on the label",
-            entity_type="site",
-        )
-    return site
 
 
 def create_final_product(
@@ -261,107 +234,82 @@ def labels_printed(session: Session, batch: Batch) -> int:
 
 
 def finish(session: Session, actor: str, batch: Batch) -> None:
-    from mfg.dosing import service as order_service
-
     order_service.mark_prepared(session, actor, order_of(session, batch))
 
 
-# --- labels ---------------------------------------------------------------------------------------------
+class DosePreparation(Capability):
+    """What the step engine asks of dose preparation, and nothing more."""
 
+    name = "dose_preparation"
 
-def expiry_local(product: FinalProduct, study: StudyDefinition) -> datetime:
-    return clock.to_local(product.expires_at)
+    def computed_value(
+        self, ctx: StepContext, field: FieldDef, typed: Mapping[str, ParsedValue]
+    ) -> tuple[FieldDef, ParsedValue]:
+        if field.computes == "delivered_dose":
+            count = typed.get("post_fill_count")
+            assert count is not None and count.number is not None  # a required number field of the step
+            delivered, product = delivered_dose(ctx.session, ctx.batch, count.number)
+            tolerance = ctx.study.dosing.tolerance
+            checked = replace(
+                field,
+                low=product.prescribed_cells * (1 - tolerance),
+                high=product.prescribed_cells * (1 + tolerance),
+            )
+            return checked, ParsedValue(f"{delivered:.4g}", delivered)
+        if field.computes == "label_reconciliation":
+            printed = labels_printed(ctx.session, ctx.batch)
+            applied, destroyed = (
+                int(typed[key].number or 0) if key in typed else 0
+                for key in ("labels_applied", "labels_destroyed")
+            )
+            unaccounted = printed - applied - destroyed
+            if unaccounted == 0:
+                text = f"balanced: printed {printed} = applied {applied} + destroyed {destroyed}"
+            else:
+                text = f"UNBALANCED: printed {printed}, applied {applied} + destroyed {destroyed}"
+            return field, ParsedValue(text, judged_in_spec=unaccounted == 0)
+        return super().computed_value(ctx, field, typed)
 
+    def planned_range(self, ctx: StepContext, field: FieldDef) -> tuple[float, float]:
+        """A volume drawn is checked against the fill plan: within one volume step of it."""
+        try:
+            plan = fill_plan(ctx.session, ctx.batch, ctx.study)
+        except ValueError as exc:
+            raise ValidationRefused(
+                f"no fill plan: {exc}", entity_type="batch", entity_id=str(ctx.batch.id)
+            ) from exc
+        if field.plan not in PLANNED_VOLUMES:
+            raise ValidationRefused(
+                f"{field.label}: the fill plan has no {field.plan!r} (it plans {', '.join(PLANNED_VOLUMES)})",
+                entity_type="batch",
+                entity_id=str(ctx.batch.id),
+            )
+        target = float(getattr(plan, field.plan))
+        step = ctx.study.dosing.volume_step_ml
+        return round(target - step, 6), round(target + step, 6)
 
-def syringe_label(session: Session, product: FinalProduct, study: StudyDefinition) -> SyringeLabel:
-    subject = session.scalar(
-        select(Subject).join(Batch, Batch.subject_id == Subject.id).where(Batch.id == product.batch_id)
-    )
-    assert subject is not None
-    site = facility_site(session, study)
-    local = expiry_local(product, study).replace(second=0, microsecond=0)
-    from mfg.study.service import coi_of
+    def lineage(self, ctx: StepContext) -> list[Container]:
+        """The syringe comes from the cryovials scanned at thaw."""
+        return thawed_vials(ctx.session, ctx.batch)
 
-    return SyringeLabel(
-        product_name=study.product_name,
-        din_code=product.din,
-        product_code=product.product_code,
-        expiry_code=isbt128.build_expiration(local.replace(tzinfo=None)).code,
-        expiry_text=f"{local:%Y-%m-%d %H:%M} {local.tzname()}",
-        coi_code=coi_of(subject).code,
-        subject_name=subject.name,
-        date_of_birth=subject.date_of_birth,
-        study_subject_id=subject.study_subject_id,
-        dose_text=f"{format_dose(product.prescribed_cells)} viable cells",
-        volume_text=f"{product.final_volume_ml:.1f} mL",
-        diluent=study.dosing.diluent,
-        storage=study.product.storage,
-        route=study.dosing.route,
-        autologous_statement=study.labels.autologous,
-        investigational_statement=study.labels.investigational,
-        infectious_statement=study.labels.not_evaluated,
-        facility_name=site.name,
-        facility_address=site.address,
-    )
+    def after_step(
+        self,
+        ctx: StepContext,
+        record: StepRecord,
+        values: Mapping[str, ParsedValue],
+        created: list[Container],
+    ) -> None:
+        """Filling makes the final product (expiry from formulation); the final count settles it."""
+        syringes = [c for c in created if c.kind == "syringe"]
+        if syringes:
+            plan = fill_plan(ctx.session, ctx.batch, ctx.study)
+            create_final_product(
+                ctx.session, ctx.user.username, ctx.batch, syringes[0], ctx.performed_at, plan, ctx.study
+            )
+        for field in ctx.step.fields:
+            delivered = values.get(field.key) if field.computes == "delivered_dose" else None
+            if delivered is not None and delivered.number is not None:
+                settle_product(ctx.session, ctx.user.username, ctx.batch, delivered.number, ctx.study)
 
-
-def print_product_labels(
-    session: Session,
-    user: User,
-    product: FinalProduct,
-    study: StudyDefinition,
-    reason: str,
-    *,
-    kind: str = "syringe",
-    copies: int = 1,
-) -> bytes:
-    """The syringe or the shipper label as a PDF. Every print is recorded; a reprint needs a reason."""
-    identity_service.require_can_act(user)
-    if kind not in PRODUCT_LABEL_KINDS:
-        raise ValidationRefused(
-            f"no {kind!r} label: choose syringe or shipper",
-            entity_type="final_product",
-            entity_id=str(product.id),
-        )
-    if product.status == "awaiting_count":
-        raise ValidationRefused(
-            "count the retained sample before printing the product labels",
-            entity_type="final_product",
-            entity_id=str(product.id),
-        )
-    if not 1 <= copies <= 5:
-        raise ValidationRefused(
-            "print 1 to 5 labels at a time", entity_type="final_product", entity_id=str(product.id)
-        )
-    earlier = (
-        session.scalar(
-            select(func.count())
-            .select_from(LabelPrint)
-            .where(LabelPrint.container_id == product.syringe_id, LabelPrint.label_kind == kind)
-        )
-        or 0
-    )
-    reason = reason.strip()
-    if earlier and not reason:
-        raise ValidationRefused(
-            f"the {kind} label was printed before: a reprint needs a reason",
-            entity_type="final_product",
-            entity_id=str(product.id),
-        )
-    label = syringe_label(session, product, study)
-    audit_service.create(
-        session,
-        user.username,
-        LabelPrint(
-            container_id=product.syringe_id,
-            label_kind=kind,
-            copies=copies,
-            reprint=bool(earlier),
-            reason=reason or "first print",
-            printed_by_id=user.id,
-            printed_at=clock.now(),
-        ),
-    )
-    if kind == "syringe":
-        return render_syringe_label(label, LabelStock("syringe", *study.label_stock.syringe), copies=copies)
-    return render_shipper_label(label, LabelStock("shipper", *study.label_stock.shipper))
+    def after_close(self, ctx: StepContext) -> None:
+        finish(ctx.session, ctx.user.username, ctx.batch)

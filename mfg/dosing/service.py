@@ -7,7 +7,6 @@ rolls back, as every refusal does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -16,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from mfg import clock
 from mfg.audit import service as audit_service
-from mfg.custody.models import Container
 from mfg.db import lock_audit_chain
 from mfg.dosing import orders
 from mfg.dosing.models import DoseOrder
@@ -24,15 +22,12 @@ from mfg.errors import NotFound, PermissionRefused, SignatureRefused, Validation
 from mfg.identity import rules as identity_rules
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
-from mfg.process import service as process_service
-from mfg.process.models import Batch, StepRecord
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
 
 #: the signature an order carries: the investigator approves the prescription
 ORDER_MEANING = "approved"
 CANCELLERS = (identity_rules.INVESTIGATOR, identity_rules.COORDINATOR)
-FREEZE_STEP = "cryobank.freeze"
 
 
 def _refuse_order(message: str, order: DoseOrder) -> ValidationRefused:
@@ -194,7 +189,7 @@ def place_order(
         session,
         investigator.username,
         order,
-        detail={"subject": subject.study_subject_id, "dose": orders.format_cells(level)},
+        detail={"subject": subject.study_subject_id, "dose": orders.dose_text(level)},
     )
     identity_service.sign(
         session,
@@ -202,7 +197,7 @@ def place_order(
         password,
         ORDER_MEANING,
         order,
-        comment=f"dose order: injection {injection_number}, {orders.format_cells(level)} cells",
+        comment=f"dose order: injection {injection_number}, {orders.dose_text(level)} cells",
     )
     return order
 
@@ -333,101 +328,6 @@ def mark_prepared(session: Session, actor: str, order: DoseOrder) -> None:
     )
 
 
-# --- the cryobank ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BankStock:
-    """The subject's stored cryovials with the viable cells frozen in each, in the order they are used."""
-
-    vials: tuple[tuple[str, float], ...]
-    #: stored vials whose batch has no recorded cells per vial: not counted
-    unknown_vials: tuple[str, ...]
-
-
-def bank_stock(session: Session, subject: Subject) -> BankStock:
-    """Stored cryovials (oldest first) and, from each one's batch freeze step, the cells per vial."""
-    per_vial: dict[str, float] = {}
-    # Only columns of Batch: whatever else a batch row carries is not needed here.
-    freezes = session.execute(
-        select(Batch.din, StepRecord)
-        .join(StepRecord, StepRecord.batch_id == Batch.id)
-        .where(Batch.subject_id == subject.id, StepRecord.step_key == FREEZE_STEP)
-        .order_by(StepRecord.id)
-    ).all()
-    for din, record in freezes:
-        value = process_service.current_values(session, record).get("cells_per_vial")
-        if value is not None and value.number is not None and value.number > 0:
-            per_vial[din] = value.number
-    vials: list[tuple[str, float]] = []
-    unknown: list[str] = []
-    for container in session.scalars(
-        select(Container)
-        .where(Container.subject_id == subject.id, Container.kind == "cryovial", Container.status == "stored")
-        .order_by(Container.id)
-    ):
-        cells = per_vial.get(container.din or "")
-        if cells is None:
-            unknown.append(container.scan_id)
-        else:
-            vials.append((container.scan_id, cells))
-    return BankStock(vials=tuple(vials), unknown_vials=tuple(unknown))
-
-
-def _with_unknown(check: orders.BankCheck, stock: BankStock) -> orders.BankCheck:
-    if not stock.unknown_vials:
-        return check
-    note = (
-        f" {len(stock.unknown_vials)} stored vial(s) without recorded cells per vial are not counted "
-        f"({', '.join(stock.unknown_vials[:5])}{'…' if len(stock.unknown_vials) > 5 else ''})."
-    )
-    return orders.BankCheck(**{**check.__dict__, "sentence": check.sentence + note})
-
-
-def bank_check_for(
-    session: Session,
-    subject: Subject,
-    study: StudyDefinition,
-    injection_number: int,
-    dose_cells: float,
-    *,
-    stock: BankStock | None = None,
-    existing: Sequence[orders.ExistingOrder] | None = None,
-) -> orders.BankCheck:
-    """The bank check for a dose at this injection (ordered or only proposed): this dose, then every other
-    planned dose not yet thawed (unordered later injections assumed at this level)."""
-    stock = stock if stock is not None else bank_stock(session, subject)
-    existing = existing if existing is not None else existing_orders(session, subject)
-    remaining = orders.remaining_planned_doses(
-        injection_number, dose_cells, existing, study.schedule.injections
-    )
-    check = orders.bank_check(stock.vials, dose_cells, remaining, study.product.post_thaw_recovery)
-    return _with_unknown(check, stock)
-
-
-def bank_status(
-    session: Session, subject: Subject, study: StudyDefinition, order: DoseOrder
-) -> orders.BankCheck:
-    """Can the bank supply this order and the doses still planned after it, and which vials to thaw."""
-    if order.subject_id != subject.id:
-        raise _refuse_order(f"{_label(order)} is not {subject.study_subject_id}'s", order)
-    return bank_check_for(session, subject, study, order.injection_number, order.dose_cells)
-
-
-def bank_checks_by_level(
-    session: Session, subject: Subject, study: StudyDefinition, injection_number: int
-) -> dict[float, orders.BankCheck]:
-    """What the bank says for each of the study's levels at this injection: shown before signing."""
-    stock = bank_stock(session, subject)
-    existing = existing_orders(session, subject)
-    return {
-        level: bank_check_for(
-            session, subject, study, injection_number, level, stock=stock, existing=existing
-        )
-        for level in study.dosing.levels
-    }
-
-
 # --- the subject page -----------------------------------------------------------------------------------
 
 
@@ -443,12 +343,13 @@ class OrderView:
 
 
 def order_views(session: Session, subject: Subject) -> list[OrderView]:
-    views = []
-    for order in orders_for(session, subject):
-        ordered_by = session.get(User, order.ordered_by_id)
-        assert ordered_by is not None
-        views.append(OrderView(order, ordered_by, identity_service.signatures_for(session, order)))
-    return views
+    """The subject's orders with who ordered and their signatures: a fixed number of queries."""
+    placed = orders_for(session, subject)
+    signatures = identity_service.signatures_for_many(session, placed)
+    prescribers = {
+        u.id: u for u in session.scalars(select(User).where(User.id.in_({o.ordered_by_id for o in placed})))
+    }
+    return [OrderView(o, prescribers[o.ordered_by_id], signatures.get(str(o.id), [])) for o in placed]
 
 
 def next_to_prepare(session: Session, subject: Subject) -> DoseOrder | None:

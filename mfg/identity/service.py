@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,14 +179,19 @@ def authenticate(
 # --- e-signatures ---------------------------------------------------------------------------------------
 
 
-def signed_content(obj: Any, meaning: str = "") -> dict[str, Any]:
-    """What a signature covers: the record's signed fields (per meaning where the model says so)."""
+def signed_content(obj: Any, meaning: str = "", signed_extra: Any = None) -> dict[str, Any]:
+    """What a signature covers: the record's signed fields (per meaning where the model says so).
+
+    ``signed_extra``, when the caller already holds it (a page loading many records at once), saves the
+    model's own query for it."""
     fields = audit_service.snapshot(obj)
     by_meaning = getattr(type(obj), "__signed_fields_by_meaning__", {})
     chosen = by_meaning.get(meaning) or getattr(type(obj), "__signed_fields__", None)
     content: dict[str, Any] = {k: fields[k] for k in chosen} if chosen else fields
     extra = getattr(obj, "signed_extra", None)
-    if extra is not None:
+    if signed_extra is not None:
+        content["signed_extra"] = signed_extra
+    elif extra is not None:
         session = object_session(obj)
         assert session is not None
         session.flush()
@@ -264,6 +270,31 @@ def signature_status(session: Session, signature: Signature) -> SignatureView:
     if now != signature.content_sha256:
         return SignatureView(signature, False, "the record has changed since it was signed")
     return SignatureView(signature, True, "")
+
+
+def signatures_for_many(
+    session: Session, objs: Sequence[Any], signed_extras: Mapping[str, Any] | None = None
+) -> dict[str, list[SignatureView]]:
+    """The signatures of many records of one type, by entity id, in one query (a page's worth)."""
+    if not objs:
+        return {}
+    entity_type = audit_service.entity_type_of(objs[0])
+    by_id = {audit_service.entity_id_of(obj): obj for obj in objs}
+    views: dict[str, list[SignatureView]] = {entity_id: [] for entity_id in by_id}
+    extras = signed_extras or {}
+    for signature in session.scalars(
+        select(Signature)
+        .where(Signature.entity_type == entity_type, Signature.entity_id.in_(list(by_id)))
+        .order_by(Signature.signed_at, Signature.id)
+    ):
+        obj = by_id[signature.entity_id]
+        content = signed_content(obj, signature.meaning, extras.get(signature.entity_id))
+        now = rules.content_sha256(entity_type, signature.entity_id, content)
+        valid = now == signature.content_sha256
+        views[signature.entity_id].append(
+            SignatureView(signature, valid, "" if valid else "the record has changed since it was signed")
+        )
+    return views
 
 
 def signatures_for(session: Session, obj: Any) -> list[SignatureView]:

@@ -1,8 +1,19 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    select,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from mfg.audit.models import Audited
@@ -98,9 +109,10 @@ class StepRecord(Audited, Base):
 
     def signed_extra(self, session: Session) -> dict[str, str]:
         """A step's signatures cover its recorded values: a later correction shows them as invalid."""
-        from mfg.process.service import record_values_for_signature
-
-        return record_values_for_signature(session, self)
+        rows = session.scalars(
+            select(FieldValue).where(FieldValue.step_record_id == self.id).order_by(FieldValue.id)
+        ).all()
+        return signed_values(rows)
 
 
 class FieldValue(Audited, Base):
@@ -119,6 +131,17 @@ class FieldValue(Audited, Base):
     entered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("field_value.id"), unique=True)
     correction_reason: Mapped[str | None] = mapped_column(Text)
+
+
+def current_of(rows: Sequence[FieldValue]) -> dict[str, FieldValue]:
+    """Each field's current value among a record's rows in id order: corrections supersede, old rows stay."""
+    superseded = {row.supersedes_id for row in rows if row.supersedes_id is not None}
+    return {row.field_key: row for row in rows if row.id not in superseded}
+
+
+def signed_values(rows: Sequence[FieldValue]) -> dict[str, str]:
+    """What a step's signatures cover of its values: the current text of each field."""
+    return {key: row.value for key, row in sorted(current_of(rows).items())}
 
 
 class Deviation(Audited, Base):
@@ -156,27 +179,3 @@ class LineClearance(Audited, Base):
     previous_batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id"), nullable=False)
     cleared_by_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), nullable=False)
     cleared_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-
-
-class FinalProduct(Audited, Base):
-    """A filled syringe: identified by DIN + product code (with its division), with expiry and dose."""
-
-    __tablename__ = "final_product"
-    __table_args__ = (
-        CheckConstraint("status IN ('awaiting_count', 'blocked', 'awaiting_release')", name="status_known"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id"), nullable=False, unique=True)
-    dose_order_id: Mapped[int] = mapped_column(ForeignKey("dose_order.id"), nullable=False, unique=True)
-    syringe_id: Mapped[int] = mapped_column(ForeignKey("container.id"), nullable=False, unique=True)
-    din: Mapped[str] = mapped_column(String(16), nullable=False)
-    product_code: Mapped[str] = mapped_column(String(10), nullable=False)  # ISBT 128 003, with division
-    formulated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    prescribed_cells: Mapped[float] = mapped_column(Float, nullable=False)
-    expected_cells: Mapped[float] = mapped_column(Float, nullable=False)  # from the fill plan
-    final_volume_ml: Mapped[float] = mapped_column(Float, nullable=False)
-    delivered_cells: Mapped[float | None] = mapped_column(Float)  # from the retained sample's count
-    status: Mapped[str] = mapped_column(String(20), nullable=False)
-    block_reason: Mapped[str | None] = mapped_column(Text)

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
+from mfg.errors import Refusal, ValidationRefused
 from mfg.process.mbr import FieldDef, MasterBatchRecord, StepDef
+
+
+class BatchStopped(Refusal):
+    """The batch is on hold (critical deviation not yet assessed) or finished."""
+
+
+class StepOrderRefused(Refusal):
+    """The step cannot be recorded now: an earlier step is not done, or this one is complete."""
+
+
+class MissingFields(ValidationRefused):
+    """Required fields are empty; the message lists them."""
+
 
 YES = ("yes", "y", "true", "1", "on")
 NO = ("no", "n", "false", "0", "off")
@@ -21,6 +36,8 @@ class FieldInputError(ValueError):
 class ParsedValue:
     text: str
     number: float | None = None
+    #: a computed value its capability has already judged against its own specification
+    judged_in_spec: bool | None = None
 
 
 def parse_number(field: FieldDef, raw: str) -> ParsedValue:
@@ -51,6 +68,8 @@ def parse_choice(field: FieldDef, raw: str) -> ParsedValue:
 
 def in_spec(field: FieldDef, value: ParsedValue) -> bool:
     """Within the acceptance criteria of the MBR. Out of spec is recorded all the same, with a deviation."""
+    if value.judged_in_spec is not None:
+        return value.judged_in_spec
     if value.number is not None:
         if field.low is not None and value.number < field.low:
             return False
@@ -58,8 +77,6 @@ def in_spec(field: FieldDef, value: ParsedValue) -> bool:
             return False
     if field.type == "choice" and field.accept:
         return value.text in field.accept
-    if field.type == "label_reconciliation":
-        return value.text.startswith("balanced")
     if field.type == "check" and field.expected is not None:
         return value.text == ("yes" if field.expected else "no")
     return True
@@ -75,6 +92,23 @@ class StepProgress:
 
     count: int = 0
     awaiting_verification: bool = False
+
+
+class _Recorded(Protocol):
+    step_key: str
+    status: str
+
+
+def progress(records: Iterable[_Recorded]) -> dict[str, StepProgress]:
+    """What each step has recorded, from the batch's step records."""
+    result: dict[str, StepProgress] = {}
+    for record in records:
+        before = result.get(record.step_key, StepProgress())
+        result[record.step_key] = StepProgress(
+            count=before.count + 1,
+            awaiting_verification=before.awaiting_verification or record.status == "awaiting_verification",
+        )
+    return result
 
 
 def step_problem(mbr: MasterBatchRecord, step: StepDef, progress: Mapping[str, StepProgress]) -> str:

@@ -83,6 +83,14 @@ class LabelStocks:
 
 
 @dataclass(frozen=True)
+class Processes:
+    """The master batch records (by code) that make this study's product."""
+
+    collection_mbr: str  # collection to cryobank
+    dose_mbr: str  # one prescribed dose, from the bank
+
+
+@dataclass(frozen=True)
 class StudyDefinition:
     key: str
     code: str
@@ -98,6 +106,7 @@ class StudyDefinition:
     release: Release
     labels: LabelTexts
     label_stock: LabelStocks
+    processes: Processes
 
     def subject_id_problem(self, study_subject_id: str) -> str:
         if not re.fullmatch(self.subject_id_pattern, study_subject_id):
@@ -252,6 +261,8 @@ def parse_definition(key: str, text: str, source: str = "") -> StudyDefinition:
     label_stock = LabelStocks(
         syringe=stock("syringe"), shipper=stock("shipper"), container=stock("container")
     )
+    proc_t = top.table("processes")
+    processes = Processes(collection_mbr=proc_t.text("collection_mbr"), dose_mbr=proc_t.text("dose_mbr"))
     pattern = study.text("subject_id_pattern")
     try:
         re.compile(pattern)
@@ -275,6 +286,7 @@ def parse_definition(key: str, text: str, source: str = "") -> StudyDefinition:
         release=release,
         labels=label_texts,
         label_stock=label_stock,
+        processes=processes,
     )
 
 

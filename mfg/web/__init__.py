@@ -1,103 +1,32 @@
 """The HTTP layer: sessions, the role gate on every route, refusals, and error pages.
 
-One place commits: the view, at the end of a request that succeeded. A refusal rolls the request back and
-records the attempt in a transaction of its own, so stored records stay intact and nothing is silent.
+One place commits: the request's commit point (``mfg.web.transaction``), at the end of a request that
+succeeded. A refusal rolls the request back and records the attempt in a transaction of its own, so stored
+records stay intact and nothing is silent.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Flask, Response, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, current_user, logout_user
-from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy.orm import Session
+from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from mfg import clock
 from mfg.audit import service as audit_service
-from mfg.errors import NotFound, PermissionRefused, Refusal, SignatureRefused, ValidationRefused
+from mfg.errors import ValidationRefused
 from mfg.identity.models import User
 from mfg.identity.rules import ROLE_TITLES
-from mfg.web import security
+from mfg.web import security, transaction
+from mfg.web.transaction import db
 
 log = logging.getLogger("mfg.web")
 csrf = CSRFProtect()
 login_manager = LoginManager()
-
-REFUSAL_STATUS: dict[type[Refusal], int] = {
-    NotFound: 404,
-    PermissionRefused: 403,
-    SignatureRefused: 422,
-    ValidationRefused: 422,
-}
-
-
-def db() -> Session:
-    """The request's database session, opened on first use and closed at teardown."""
-    if "db_session" not in g:
-        from flask import current_app
-
-        g.db_session = current_app.extensions["mfg.sessions"]()
-    return g.db_session
-
-
-T = TypeVar("T")
-
-
-def get_record(model: type[T], record_id: int, what: str) -> T:
-    """A record named in the URL, or a 404 refusal that says what was not found."""
-    found = db().get(model, record_id)
-    if found is None:
-        raise NotFound(f"no {what} {record_id}", entity_type=getattr(model, "__tablename__", ""))
-    return found
-
-
-def signed_in_user() -> User:
-    """The signed-in account as a domain User (the session loader already refused missing or locked ones)."""
-    user = db().get(User, current_user.id)
-    assert user is not None
-    return user
-
-
-def actor_name() -> str:
-    return current_user.username if current_user.is_authenticated else "anonymous"
-
-
-def _form_for_trail() -> dict[str, str]:
-    # What was typed stays on record with the refusal; secrets never do.
-    return {k: v[:200] for k, v in request.form.items() if "password" not in k and k != "csrf_token"}
-
-
-def record_refusal(exc: Refusal) -> int:
-    """Roll back the refused work, run its follow-ups, record the attempt, commit. Returns the HTTP status."""
-    session_ = db()
-    session_.rollback()
-    for follow_up in exc.after_rollback:
-        follow_up(session_)
-    if exc.record:
-        audit_service.record_event(
-            session_,
-            actor=actor_name(),
-            action="refused",
-            entity_type=exc.entity_type or "request",
-            entity_id=exc.entity_id,
-            detail={
-                "message": exc.message,
-                "endpoint": request.endpoint or "",
-                "method": request.method,
-                "path": request.path,
-                "refusal": type(exc).__name__,
-                "form": _form_for_trail(),
-            },
-        )
-    session_.commit()
-    for refusal_type, status in REFUSAL_STATUS.items():
-        if isinstance(exc, refusal_type):
-            return status
-    return 422
 
 
 def _wants_json() -> bool:
@@ -144,12 +73,7 @@ def init_web(app: Flask) -> None:
     app.before_request(security.enforce_policy)
     app.before_request(_refuse_nul_characters)
 
-    @app.teardown_request
-    def close_session(_exc: BaseException | None) -> None:
-        session_ = g.pop("db_session", None)
-        if session_ is not None:
-            session_.rollback()
-            session_.close()
+    transaction.install(app, _error_page)
 
     @app.context_processor
     def layout_context() -> dict[str, Any]:
@@ -167,20 +91,6 @@ def init_web(app: Flask) -> None:
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Cache-Control", "no-store")
         return response
-
-    @app.errorhandler(Refusal)
-    def refused(exc: Refusal) -> Any:
-        status = record_refusal(exc)
-        return _error_page(status, "Refused", exc.message)
-
-    @app.errorhandler(CSRFError)
-    def csrf_refused(exc: CSRFError) -> Any:
-        refusal = ValidationRefused(
-            "the form was stale or did not come from this terminal (security token missing or invalid): "
-            "reload the page and enter it again"
-        )
-        record_refusal(refusal)
-        return _error_page(400, "Form refused", refusal.message)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
@@ -226,15 +136,16 @@ def _enforce_idle_timeout() -> Any:
         user_id = current_user.id
         logout_user()
         session.clear()
-        audit_service.record_event(
-            db(),
-            actor=username,
-            action="session_timeout",
-            entity_type="user_account",
-            entity_id=str(user_id),
-            detail={"idle_seconds": int(now - last), "limit_seconds": limit, "path": request.path},
+        transaction.record_in_own_transaction(
+            lambda session_: audit_service.record_event(
+                session_,
+                actor=username,
+                action="session_timeout",
+                entity_type="user_account",
+                entity_id=str(user_id),
+                detail={"idle_seconds": int(now - last), "limit_seconds": limit, "path": request.path},
+            )
         )
-        db().commit()
         message = (
             f"Signed out after {_minutes(current_app.config['IDLE_TIMEOUT_MINUTES'])} without activity. "
             "Nothing from the unfinished form was saved."

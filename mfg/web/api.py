@@ -8,7 +8,8 @@ from flask import Blueprint, jsonify
 from sqlalchemy import text
 
 from mfg.study import service as study_service
-from mfg.web import db, security
+from mfg.web import security
+from mfg.web.transaction import db
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -12,7 +12,8 @@ from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.errors import Refusal
 from mfg.identity import service as identity_service
-from mfg.web import db, record_refusal, security
+from mfg.web import security
+from mfg.web.transaction import commit_point, db
 
 bp = Blueprint("auth", __name__)
 
@@ -26,32 +27,34 @@ def _safe_next(target: str | None) -> str:
     return url_for("home.index")
 
 
+def _login_refused(refusal: Refusal, status: int) -> Any:
+    return render_template(
+        "auth/login.html",
+        username=request.form.get("username", "").strip(),
+        error=refusal.message,
+        next=request.form.get("next", ""),
+    ), 401 if status == 422 else status
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @security.public
+@commit_point(on_refusal=_login_refused)
 def login() -> Any:
     if request.method == "GET":
         if current_user.is_authenticated:
             return redirect(url_for("home.index"))
         return render_template("auth/login.html", username="", next=request.args.get("next", ""))
     username = request.form.get("username", "").strip()
-    password = request.form.get("password", "")
-    try:
-        if len(username) > USERNAME_MAX_LENGTH:
-            # No account has such a name; the same answer as for any unknown username.
-            raise identity_service.LoginRefused("username or password is wrong", entity_type="user_account")
-        user = identity_service.authenticate(
-            db(),
-            username,
-            password,
-            threshold=current_app.config["LOCKOUT_THRESHOLD"],
-            where=f"login from {request.remote_addr or 'unknown terminal'}",
-        )
-        db().commit()
-    except Refusal as exc:
-        status = record_refusal(exc)
-        return render_template(
-            "auth/login.html", username=username, error=exc.message, next=request.form.get("next", "")
-        ), 401 if status == 422 else status
+    if len(username) > USERNAME_MAX_LENGTH:
+        # No account has such a name; the same answer as for any unknown username.
+        raise identity_service.LoginRefused("username or password is wrong", entity_type="user_account")
+    user = identity_service.authenticate(
+        db(),
+        username,
+        request.form.get("password", ""),
+        threshold=current_app.config["LOCKOUT_THRESHOLD"],
+        where=f"login from {request.remote_addr or 'unknown terminal'}",
+    )
     session.clear()
     login_user(security.SessionUser(user))
     session["last_seen"] = clock.now().timestamp()  # the idle clock starts now, not at the next page
@@ -60,6 +63,7 @@ def login() -> Any:
 
 @bp.route("/logout", methods=["POST"])
 @security.public
+@commit_point()
 def logout() -> Any:
     if current_user.is_authenticated:
         audit_service.record_event(
@@ -69,7 +73,6 @@ def logout() -> Any:
             entity_type="user_account",
             entity_id=str(current_user.id),
         )
-        db().commit()
         logout_user()
     session.clear()
     flash("Signed out.", "info")

@@ -18,19 +18,30 @@ from flask import (
 from sqlalchemy import select
 
 from labels.data import LabelStock, parse_din
+from labels.numbers import format_cells
 from mfg.custody import labels as container_labels
 from mfg.custody.models import Container
+from mfg.dosing import bank, preparation, product_labels
+from mfg.dosing.models import DoseOrder
 from mfg.errors import Refusal
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.materials.models import Equipment, EquipmentUse, MaterialUse, ReagentLot
-from mfg.process import expansion, rules
-from mfg.process import service as process_service
-from mfg.process.models import Batch, Deviation, FieldValue, StepRecord, Workstation
+from mfg.process import batches, corrections, deviations, expansion, growth, rules, steps, workstations
+from mfg.process.models import (
+    Batch,
+    Deviation,
+    FieldValue,
+    StepRecord,
+    Workstation,
+    current_of,
+    signed_values,
+)
 from mfg.study import service as study_service
 from mfg.study.definition import StudyDefinition, load_study
 from mfg.study.models import Subject
-from mfg.web import db, forms, get_record, record_refusal, security, signed_in_user
+from mfg.web import charts, forms, security
+from mfg.web.transaction import back_to_referrer, commit_point, db, get_record, redirect_to, signed_in_user
 
 bp = Blueprint("bench", __name__, url_prefix="/bench")
 
@@ -47,6 +58,42 @@ def _workstation() -> Workstation | None:
     return db().get(Workstation, workstation_id) if isinstance(workstation_id, int) else None
 
 
+def _url_batch(batch_id: int) -> Batch:
+    return get_record(Batch, batch_id, "batch")
+
+
+def _required_workstation() -> Workstation:
+    workstation = _workstation()
+    if workstation is None:
+        raise Refusal("scan the cabinet this terminal works at first", entity_type="workstation")
+    return workstation
+
+
+def _batch_refused(refusal: Refusal, status: int, batch_id: int, **_view_args: Any) -> Any:
+    """The batch page again, with the refusal in red and what was typed still in the form."""
+    return _batch_page(batches.get_batch(db(), batch_id), error=refusal.message, status=status)
+
+
+def _step_refused(refusal: Refusal, status: int, batch_id: int, step_key: str) -> Any:
+    """The same step open again, with what was typed, after a refused record."""
+    page = _batch_page(batches.get_batch(db(), batch_id), error=refusal.message, status=status, step=step_key)
+    return page
+
+
+def _record_refused(refusal: Refusal, status: int, **view_args: Any) -> Any:
+    """A refusal about a step record or a value: its batch's page (the record named in the URL exists)."""
+    if "record_id" in view_args:
+        record = get_record(StepRecord, view_args["record_id"], "step record")
+    else:
+        value = get_record(FieldValue, view_args["value_id"], "recorded value")
+        record = get_record(StepRecord, value.step_record_id, "step record")
+    return _batch_refused(refusal, status, record.batch_id)
+
+
+def _deviation_refused(refusal: Refusal, status: int, deviation_id: int) -> Any:
+    return _deviation_page(_get_deviation(deviation_id), error=refusal.message, status=status)
+
+
 @bp.route("/")
 @security.roles_required(*BENCH_ROLES)
 def index() -> Any:
@@ -59,8 +106,7 @@ def index() -> Any:
         )
         .all()
     )
-    workstations = db().scalars(select(Workstation).order_by(Workstation.code)).all()
-    from mfg.dosing.models import DoseOrder
+    cabinets = db().scalars(select(Workstation).order_by(Workstation.code)).all()
 
     orders = (
         db()
@@ -73,20 +119,15 @@ def index() -> Any:
         .all()
     )
     return render_template(
-        "bench/index.html", rows=rows, workstation=_workstation(), workstations=workstations, orders=orders
+        "bench/index.html", rows=rows, workstation=_workstation(), workstations=cabinets, orders=orders
     )
 
 
 @bp.route("/workstation", methods=["POST"])
 @security.roles_required(*BENCH_ROLES)
+@commit_point(on_refusal=back_to_referrer("bench.index"))
 def choose_workstation() -> Any:
-    code = request.form.get("code", "")
-    try:
-        workstation = process_service.find_workstation(db(), code)
-    except Refusal as exc:
-        record_refusal(exc)
-        flash(f"Refused: {exc.message}", "error")
-        return redirect(request.referrer or url_for("bench.index"))
+    workstation = workstations.find_workstation(db(), request.form.get("code", ""))
     session["workstation_id"] = workstation.id
     flash(f"This terminal works at {workstation.code} ({workstation.name}).", "ok")
     return redirect(request.form.get("next") or url_for("bench.index"))
@@ -94,17 +135,10 @@ def choose_workstation() -> Any:
 
 @bp.route("/workstation/clear", methods=["POST"])
 @security.roles_required("technician", "supervisor")
+@commit_point(on_refusal=back_to_referrer("bench.index"))
 def clear_line() -> Any:
-    workstation = _workstation()
-    try:
-        if workstation is None:
-            raise Refusal("scan the cabinet this terminal works at first", entity_type="workstation")
-        process_service.clear_line(db(), signed_in_user(), request.form.get("password", ""), workstation)
-        db().commit()
-    except Refusal as exc:
-        record_refusal(exc)
-        flash(f"Refused: {exc.message}", "error")
-        return redirect(request.referrer or url_for("bench.index"))
+    workstation = _required_workstation()
+    workstations.clear_line(db(), signed_in_user(), request.form.get("password", ""), workstation)
     flash(f"Line clearance of {workstation.code} signed: the cabinet is free.", "ok")
     return redirect(request.form.get("next") or url_for("bench.index"))
 
@@ -112,41 +146,40 @@ def clear_line() -> Any:
 def _batch_context(batch: Batch, chosen_step: str | None = None) -> dict[str, Any]:
     """Everything the batch page shows: the current step big, then the record so far."""
     session_ = db()
-    mbr = process_service.batch_mbr(session_, batch)
+    mbr = batches.batch_mbr(session_, batch)
     subject = session_.get(Subject, batch.subject_id)
     assert subject is not None
-    progress = process_service.progress_of(session_, batch)
+    # A constant number of queries, however many steps: records, values and signatures load in bulk.
+    records = batches.step_records(session_, batch)
+    progress = rules.progress(records)
     available = rules.available_steps(mbr, progress) if batch.status == "open" else []
     current = None
     if chosen_step:
         current = next((s for s in available if s.key == chosen_step), None)
     if current is None and available:
         current = available[0]
-    records = session_.scalars(
-        select(StepRecord).where(StepRecord.batch_id == batch.id).order_by(StepRecord.id)
-    ).all()
     users = {u.id: u for u in session_.scalars(select(User))}
-    record_views = []
-    for record in records:
-        step = mbr.step(record.step_key)
-        history = process_service.value_history(session_, record)
-        current_rows = process_service.current_values(session_, record)
-        record_views.append(
-            {
-                "record": record,
-                "step": step,
-                "history": history,
-                "current": current_rows,
-                "signatures": identity_service.signatures_for(session_, record),
-                "performer": users.get(record.performed_by_id),
-            }
-        )
+    values = batches.values_by_record(session_, batch)
+    signatures = identity_service.signatures_for_many(
+        session_, records, {str(r.id): signed_values(values.get(r.id, [])) for r in records}
+    )
+    record_views = [
+        {
+            "record": record,
+            "step": mbr.step(record.step_key),
+            "history": values.get(record.id, []),
+            "current": current_of(values.get(record.id, [])),
+            "signatures": signatures.get(str(record.id), []),
+            "performer": users.get(record.performed_by_id),
+        }
+        for record in records
+    ]
     growth_rows = []
     try:
-        growth_rows = expansion.growth_table(process_service.passages(session_, batch))
+        growth_rows = expansion.growth_table(growth.passages(session_, batch, values))
     except ValueError as exc:
         flash(f"Growth curve not drawn: {exc}", "error")
-    deviations = session_.scalars(
+    batch_deviations = session_.scalars(
         select(Deviation).where(Deviation.batch_id == batch.id).order_by(Deviation.id)
     ).all()
     containers = session_.scalars(
@@ -170,23 +203,21 @@ def _batch_context(batch: Batch, chosen_step: str | None = None) -> dict[str, An
         "available": available,
         "current": current,
         "records": record_views,
-        "deviations": deviations,
+        "deviations": batch_deviations,
         "containers": containers,
         "growth_rows": growth_rows,
-        "growth_svg": expansion.growth_curve_svg(growth_rows),
-        "bank": process_service.bank_summary(session_, batch, _study()),
+        "growth_svg": charts.growth_curve_svg(growth_rows),
+        "bank": bank.bank_capacity(session_, batch, _study()),
         "workstation": workstation,
         "workstation_holder": holder,
         "users": users,
-        "format_cells": expansion.format_cells,
+        "format_cells": format_cells,
         "values": request.form if request.method == "POST" else {},
     }
 
 
 def _dose_context(batch: Batch) -> dict[str, Any]:
     """Stage 6 shows the order, the vials to thaw, the fill plan with its arithmetic, and the product."""
-    from mfg.dosing import preparation
-    from mfg.dosing import service as order_service
 
     session_ = db()
     order = preparation.order_of(session_, batch)
@@ -194,7 +225,7 @@ def _dose_context(batch: Batch) -> dict[str, Any]:
     assert subject is not None
     context: dict[str, Any] = {"order": order, "product": preparation.product_of(session_, batch)}
     try:
-        context["bank"] = order_service.bank_status(session_, subject, _study(), order)
+        context["bank"] = bank.bank_status(session_, subject, _study(), order)
     except Refusal as exc:
         context["bank_error"] = exc.message
     try:
@@ -202,7 +233,7 @@ def _dose_context(batch: Batch) -> dict[str, Any]:
     except ValueError as exc:
         context["plan_error"] = str(exc)
     if context["product"] is not None:
-        context["expiry"] = preparation.expiry_local(context["product"], _study())
+        context["expiry"] = product_labels.expiry_local(context["product"], _study())
         context["labels_printed"] = preparation.labels_printed(session_, batch)
     return context
 
@@ -214,49 +245,37 @@ def _batch_page(batch: Batch, *, error: str = "", status: int = 200, step: str |
 @bp.route(f"/batches/{ID % 'batch_id'}")
 @security.roles_required(*BENCH_ROLES)
 def batch(batch_id: int) -> Any:
-    return _batch_page(process_service.get_batch(db(), batch_id), step=request.args.get("step"))
+    return _batch_page(batches.get_batch(db(), batch_id), step=request.args.get("step"))
 
 
 @bp.route(f"/batches/{ID % 'batch_id'}/open", methods=["POST"])
 @security.roles_required("technician", "supervisor")
+@commit_point(on_refusal=_batch_refused)
 def open_batch(batch_id: int) -> Any:
-    batch_ = process_service.get_batch(db(), batch_id)
-    try:
-        workstation = _workstation()
-        if workstation is None:
-            raise Refusal("scan the cabinet this terminal works at first", entity_type="workstation")
-        process_service.open_at_workstation(db(), signed_in_user(), workstation, batch_)
-        db().commit()
-    except Refusal as exc:
-        status = record_refusal(exc)
-        return _batch_page(process_service.get_batch(db(), batch_id), error=exc.message, status=status)
+    batch_ = _url_batch(batch_id)
+    workstation = _required_workstation()
+    workstations.open_at_workstation(db(), signed_in_user(), workstation, batch_)
     flash(f"Batch {batch_.din} is open at {workstation.code}.", "ok")
     return redirect(url_for("bench.batch", batch_id=batch_id))
 
 
 @bp.route(f"/batches/{ID % 'batch_id'}/steps/<step_key>", methods=["POST"])
 @security.roles_required("technician", "supervisor", "qc_analyst", "coordinator")
+@commit_point(on_refusal=_step_refused)
 def record_step(batch_id: int, step_key: str) -> Any:
-    batch_ = process_service.get_batch(db(), batch_id)
+    batch_ = _url_batch(batch_id)
     values = {key[2:]: value for key, value in request.form.items() if key.startswith("f.")}
-    try:
-        record = process_service.record_step(
-            db(),
-            signed_in_user(),
-            request.form.get("password", ""),
-            batch_,
-            step_key,
-            process_service.StepSubmission(values=values, performed_at=request.form.get("performed_at", "")),
-            _study(),
-            _workstation(),
-        )
-        db().commit()
-    except Refusal as exc:
-        status = record_refusal(exc)
-        return _batch_page(
-            process_service.get_batch(db(), batch_id), error=exc.message, status=status, step=step_key
-        )
-    step = process_service.batch_mbr(db(), batch_).step(step_key)
+    record = steps.record_step(
+        db(),
+        signed_in_user(),
+        request.form.get("password", ""),
+        batch_,
+        step_key,
+        steps.StepSubmission(values=values, performed_at=request.form.get("performed_at", "")),
+        _study(),
+        _workstation(),
+    )
+    step = batches.batch_mbr(db(), batch_).step(step_key)
     message = f"'{step.title}' recorded and signed."
     if record.status == "awaiting_verification":
         message += " It is critical: a second person verifies it now."
@@ -268,40 +287,30 @@ def record_step(batch_id: int, step_key: str) -> Any:
 
 @bp.route(f"/records/{ID % 'record_id'}/verify", methods=["POST"])
 @security.roles_required("technician", "supervisor", "qc_analyst", "coordinator")
+@commit_point(on_refusal=_record_refused)
 def verify(record_id: int) -> Any:
     record = get_record(StepRecord, record_id, "step record")
     batch_id = record.batch_id
-    try:
-        verifier = identity_service.find_signer(db(), request.form.get("username", ""))
-        process_service.verify_step(db(), verifier, request.form.get("password", ""), record)
-        db().commit()
-    except Refusal as exc:
-        status = record_refusal(exc)
-        return _batch_page(process_service.get_batch(db(), batch_id), error=exc.message, status=status)
+    verifier = identity_service.find_signer(db(), request.form.get("username", ""))
+    steps.verify_step(db(), verifier, request.form.get("password", ""), record)
     flash("Verified by a second person.", "ok")
     return redirect(url_for("bench.batch", batch_id=batch_id))
 
 
 @bp.route(f"/values/{ID % 'value_id'}/correct", methods=["POST"])
 @security.roles_required("technician", "supervisor", "qc_analyst", "coordinator")
+@commit_point(on_refusal=_record_refused)
 def correct(value_id: int) -> Any:
     value = get_record(FieldValue, value_id, "recorded value")
-    record = db().get(StepRecord, value.step_record_id)
-    assert record is not None
-    batch_id = record.batch_id
-    try:
-        process_service.correct_value(
-            db(),
-            signed_in_user(),
-            value,
-            request.form.get("new_value", ""),
-            request.form.get("reason", ""),
-            _study(),
-        )
-        db().commit()
-    except Refusal as exc:
-        status = record_refusal(exc)
-        return _batch_page(process_service.get_batch(db(), batch_id), error=exc.message, status=status)
+    batch_id = get_record(StepRecord, value.step_record_id, "step record").batch_id
+    corrections.correct_value(
+        db(),
+        signed_in_user(),
+        value,
+        request.form.get("new_value", ""),
+        request.form.get("reason", ""),
+        _study(),
+    )
     flash("Corrected. The old value stays visible; the step's earlier signatures now show as invalid.", "ok")
     return redirect(url_for("bench.batch", batch_id=batch_id))
 
@@ -309,16 +318,17 @@ def correct(value_id: int) -> Any:
 @bp.route(f"/batches/{ID % 'batch_id'}/growth.svg")
 @security.roles_required(*BENCH_ROLES)
 def growth_svg(batch_id: int) -> Any:
-    batch_ = process_service.get_batch(db(), batch_id)
-    rows = expansion.growth_table(process_service.passages(db(), batch_))
-    return Response(expansion.growth_curve_svg(rows), mimetype="image/svg+xml")
+    batch_ = batches.get_batch(db(), batch_id)
+    rows = expansion.growth_table(growth.passages(db(), batch_))
+    return Response(charts.growth_curve_svg(rows), mimetype="image/svg+xml")
 
 
 @bp.route(f"/batches/{ID % 'batch_id'}/labels", methods=["POST"])
 @security.roles_required("technician", "supervisor", "coordinator")
+@commit_point(on_refusal=_batch_refused)
 def print_labels(batch_id: int) -> Any:
     """Container labels as a PDF for the label printer; each print is recorded (reprints with a reason)."""
-    batch_ = process_service.get_batch(db(), batch_id)
+    batch_ = _url_batch(batch_id)
     wanted = request.form.getlist("container")
     query = select(Container).where(Container.din == batch_.din).order_by(Container.id)
     query = (
@@ -326,18 +336,13 @@ def print_labels(batch_id: int) -> Any:
         if wanted
         else query.where(Container.status.in_(("in_use", "stored")))
     )
-    try:
-        pdf = container_labels.print_container_labels(
-            db(),
-            signed_in_user(),
-            db().scalars(query).all(),
-            request.form.get("reason", ""),
-            LabelStock("container", *_study().label_stock.container),
-        )
-        db().commit()
-    except Refusal as exc:
-        status = record_refusal(exc)
-        return _batch_page(process_service.get_batch(db(), batch_id), error=exc.message, status=status)
+    pdf = container_labels.print_container_labels(
+        db(),
+        signed_in_user(),
+        db().scalars(query).all(),
+        request.form.get("reason", ""),
+        LabelStock("container", *_study().label_stock.container),
+    )
     return Response(
         pdf,
         mimetype="application/pdf",
@@ -347,46 +352,32 @@ def print_labels(batch_id: int) -> Any:
 
 @bp.route(f"/orders/{ID % 'order_id'}/prepare", methods=["POST"])
 @security.roles_required("technician", "supervisor")
+@commit_point(on_refusal=redirect_to("bench.index"))
 def prepare(order_id: int) -> Any:
     """Start dose preparation (MBR stage 6) for a signed dose order."""
-    from mfg.dosing import preparation
-    from mfg.dosing.models import DoseOrder
-
     order = get_record(DoseOrder, order_id, "dose order")
-    try:
-        batch_ = preparation.start_preparation(db(), signed_in_user(), order, _study())
-        db().commit()
-    except Refusal as exc:
-        record_refusal(exc)
-        flash(f"Refused: {exc.message}", "error")
-        return redirect(url_for("bench.index"))
+    batch_ = preparation.start_preparation(db(), signed_in_user(), order, _study())
     flash(f"Dose preparation {batch_.division} started.", "ok")
     return redirect(url_for("bench.batch", batch_id=batch_.id))
 
 
 @bp.route(f"/batches/{ID % 'batch_id'}/product-labels", methods=["POST"])
 @security.roles_required("technician", "supervisor")
+@commit_point(on_refusal=_batch_refused)
 def print_product_labels(batch_id: int) -> Any:
     """The syringe or shipper label as a PDF; every print recorded, a reprint with its reason."""
-    from mfg.dosing import preparation
-
-    batch_ = process_service.get_batch(db(), batch_id)
-    try:
-        product = preparation.product_of(db(), batch_)
-        if product is None:
-            raise Refusal("the syringe has not been filled yet", entity_type="batch", entity_id=str(batch_id))
-        pdf = preparation.print_product_labels(
-            db(),
-            signed_in_user(),
-            product,
-            _study(),
-            request.form.get("reason", ""),
-            kind=request.form.get("kind", "syringe"),
-        )
-        db().commit()
-    except Refusal as exc:
-        status = record_refusal(exc)
-        return _batch_page(process_service.get_batch(db(), batch_id), error=exc.message, status=status)
+    batch_ = _url_batch(batch_id)
+    product = preparation.product_of(db(), batch_)
+    if product is None:
+        raise Refusal("the syringe has not been filled yet", entity_type="batch", entity_id=str(batch_id))
+    pdf = product_labels.print_product_labels(
+        db(),
+        signed_in_user(),
+        product,
+        _study(),
+        request.form.get("reason", ""),
+        kind=request.form.get("kind", "syringe"),
+    )
     return Response(
         pdf,
         mimetype="application/pdf",
@@ -399,10 +390,10 @@ def print_product_labels(batch_id: int) -> Any:
 
 def _deviation_page(deviation: Deviation, *, error: str = "", status: int = 200) -> Any:
     session_ = db()
-    batch_ = process_service.get_batch(session_, deviation.batch_id)
+    batch_ = batches.get_batch(session_, deviation.batch_id)
     subject = session_.get(Subject, deviation.subject_id)
     record = session_.get(StepRecord, deviation.step_record_id)
-    step = process_service.batch_mbr(session_, batch_).step(record.step_key) if record else None
+    step = batches.batch_mbr(session_, batch_).step(record.step_key) if record else None
     users = {u.id: u for u in session_.scalars(select(User))}
     return render_template(
         "bench/deviation.html",
@@ -429,41 +420,33 @@ def _get_deviation(deviation_id: int) -> Deviation:
 
 @bp.route(f"/deviations/{ID % 'deviation_id'}/assess", methods=["POST"])
 @security.roles_required("supervisor")
+@commit_point(on_refusal=_deviation_refused)
 def assess(deviation_id: int) -> Any:
     deviation_ = _get_deviation(deviation_id)
-    try:
-        process_service.assess_deviation(
-            db(),
-            signed_in_user(),
-            request.form.get("password", ""),
-            deviation_,
-            request.form.get("assessment", ""),
-        )
-        db().commit()
-    except Refusal as exc:
-        status = record_refusal(exc)
-        return _deviation_page(_get_deviation(deviation_id), error=exc.message, status=status)
+    deviations.assess_deviation(
+        db(),
+        signed_in_user(),
+        request.form.get("password", ""),
+        deviation_,
+        request.form.get("assessment", ""),
+    )
     flash(f"{deviation_.number} assessed.", "ok")
     return redirect(url_for("bench.deviation", deviation_id=deviation_id))
 
 
 @bp.route(f"/deviations/{ID % 'deviation_id'}/close", methods=["POST"])
 @security.roles_required("qa")
+@commit_point(on_refusal=_deviation_refused)
 def close(deviation_id: int) -> Any:
     deviation_ = _get_deviation(deviation_id)
-    try:
-        process_service.close_deviation(
-            db(),
-            signed_in_user(),
-            request.form.get("password", ""),
-            deviation_,
-            request.form.get("investigation", ""),
-            request.form.get("root_cause", ""),
-        )
-        db().commit()
-    except Refusal as exc:
-        status = record_refusal(exc)
-        return _deviation_page(_get_deviation(deviation_id), error=exc.message, status=status)
+    deviations.close_deviation(
+        db(),
+        signed_in_user(),
+        request.form.get("password", ""),
+        deviation_,
+        request.form.get("investigation", ""),
+        request.form.get("root_cause", ""),
+    )
     flash(f"{deviation_.number} closed by QA.", "ok")
     return redirect(url_for("bench.deviation", deviation_id=deviation_id))
 

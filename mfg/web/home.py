@@ -9,12 +9,13 @@ from flask_login import current_user
 from sqlalchemy import func, select
 
 from mfg.custody import service as custody_service
-from mfg.errors import NotFound, Refusal
+from mfg.errors import NotFound
 from mfg.identity.models import User
 from mfg.process.models import Batch
 from mfg.study import service as study_service
 from mfg.study.models import Subject
-from mfg.web import db, record_refusal, security
+from mfg.web import security
+from mfg.web.transaction import back_to_referrer, commit_point, db
 
 bp = Blueprint("home", __name__)
 
@@ -37,20 +38,16 @@ def index() -> Any:
 
 @bp.route("/scan")
 @security.roles_required(*security.GMP)
+@commit_point(on_refusal=back_to_referrer("home.index", prefix="Scan refused: "))
 def scan() -> Any:
     """A scanner is a keyboard: it types the code and presses Enter. Work out what was scanned."""
     code = request.args.get("code", "").strip()
     if not code:
         flash("Scan or type a code first.", "error")
         return redirect(url_for("home.index"))
-    try:
-        if code.startswith("C") and len(code) == 11:
-            return _open_container_batch(code)
-        subject = study_service.find_subject_by_coi(db(), code)
-    except Refusal as exc:
-        record_refusal(exc)
-        flash(f"Scan refused: {exc.message}", "error")
-        return redirect(request.referrer or url_for("home.index"))
+    if code.startswith("C") and len(code) == 11:
+        return _open_container_batch(code)
+    subject = study_service.find_subject_by_coi(db(), code)
     return redirect(url_for("clinic.subject", subject_id=subject.id))
 
 

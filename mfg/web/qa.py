@@ -8,13 +8,13 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
-from mfg.errors import Refusal
 from mfg.identity import service as identity_service
 from mfg.materials import service as materials_service
 from mfg.materials.models import ReagentLot
-from mfg.process import service as process_service
+from mfg.process import versions
 from mfg.process.models import Deviation, MbrVersion
-from mfg.web import db, forms, get_record, record_refusal, security, signed_in_user
+from mfg.web import forms, security
+from mfg.web.transaction import commit_point, db, get_record, rerender, signed_in_user
 
 bp = Blueprint("qa", __name__, url_prefix="/qa")
 ID = f"<int(max={forms.LARGEST_ID}):%s>"
@@ -46,27 +46,21 @@ def index() -> Any:
 
 @bp.route(f"/mbr/{ID % 'version_id'}/approve", methods=["POST"])
 @security.roles_required("qa")
+@commit_point(on_refusal=rerender(_page))
 def approve_mbr(version_id: int) -> Any:
     version = get_record(MbrVersion, version_id, "MBR version")
-    try:
-        process_service.approve_mbr(db(), signed_in_user(), request.form.get("password", ""), version)
-        db().commit()
-    except Refusal as exc:
-        return _page(error=exc.message, status=record_refusal(exc))
+    versions.approve_mbr(db(), signed_in_user(), request.form.get("password", ""), version)
     flash(f"{version.code} v{version.version} approved for use.", "ok")
     return redirect(url_for("qa.index"))
 
 
 @bp.route(f"/lots/{ID % 'lot_id'}/status", methods=["POST"])
 @security.roles_required("qa")
+@commit_point(on_refusal=rerender(_page))
 def lot_status(lot_id: int) -> Any:
     lot = get_record(ReagentLot, lot_id, "reagent lot")
-    try:
-        materials_service.set_lot_status(
-            db(), current_user.username, lot, forms.text("status", "Status"), forms.text("reason", "Reason")
-        )
-        db().commit()
-    except Refusal as exc:
-        return _page(error=exc.message, status=record_refusal(exc))
+    materials_service.set_lot_status(
+        db(), current_user.username, lot, forms.text("status", "Status"), forms.text("reason", "Reason")
+    )
     flash(f"Lot {lot.lot_number} of {lot.name} is now {lot.status}.", "ok")
     return redirect(url_for("qa.index"))

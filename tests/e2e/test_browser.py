@@ -102,33 +102,33 @@ def test_bench_step_by_scanner_and_keyboard_with_a_refusal(
     live_server: str, browser_page: object, session: Session, world: World, bench: object, tmp_path: Path
 ) -> None:
 
-    from mfg.process import service as process_service
+    from mfg.process import batches, steps, workstations
     from mfg.study.definition import load_study
     from tests.bench_data import step_values
     from tests.conftest import enroll
 
     study = load_study()
     subject = enroll(session, world, study)
-    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    batch = batches.start_batch(session, world.users["coordinator"], subject, study)
     tech, supervisor = world.users["technician"], world.users["supervisor"]
     cabinet = bench.cabinet  # type: ignore[attr-defined]
     for step_key in ("collection.harvest", "collection.handoff", "receipt.accept", "processing.digest"):
         performer = world.users["coordinator"] if step_key.startswith("collection") else tech
         if not step_key.startswith("collection"):
-            process_service.open_at_workstation(session, tech, cabinet, batch)
+            workstations.open_at_workstation(session, tech, cabinet, batch)
         values = step_values(session, batch, step_key, clock.now())
-        record = process_service.record_step(
+        record = steps.record_step(
             session,
             performer,
             PASSWORD,
             batch,
             step_key,
-            process_service.StepSubmission(values),
+            steps.StepSubmission(values),
             study,
             cabinet,
         )
         if record.status == "awaiting_verification":
-            process_service.verify_step(session, supervisor, PASSWORD, record)
+            steps.verify_step(session, supervisor, PASSWORD, record)
     session.commit()
     batch_id = batch.id
 

@@ -9,10 +9,11 @@ from sqlalchemy.orm import Session
 from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.custody.models import Container
+from mfg.dosing.bank import bank_capacity
 from mfg.errors import Refusal
 from mfg.identity import service as identity_service
 from mfg.materials.models import MaterialUse
-from mfg.process import service as process_service
+from mfg.process import batches, corrections, deviations, growth, steps, versions, workstations
 from mfg.process.models import Batch, Deviation, StepRecord
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
@@ -32,23 +33,21 @@ def run_step(
     performer: str | None = None,
 ) -> StepRecord:
     user = world.users[performer or PERFORMER.get(step_key, "technician")]
-    if process_service.batch_mbr(session, batch).step(step_key).at_workstation:
-        process_service.open_at_workstation(session, user, bench.cabinet, batch)
-    record = process_service.record_step(
+    if batches.batch_mbr(session, batch).step(step_key).at_workstation:
+        workstations.open_at_workstation(session, user, bench.cabinet, batch)
+    record = steps.record_step(
         session,
         user,
         PASSWORD,
         batch,
         step_key,
-        process_service.StepSubmission(
-            values or step_values(session, batch, step_key, clock.now(), iteration)
-        ),
+        steps.StepSubmission(values or step_values(session, batch, step_key, clock.now(), iteration)),
         study,
         bench.cabinet,
     )
     if record.status == "awaiting_verification":
         verifier = world.users["supervisor" if user.role != "supervisor" else "technician"]
-        process_service.verify_step(session, verifier, PASSWORD, record)
+        steps.verify_step(session, verifier, PASSWORD, record)
     session.commit()
     return record
 
@@ -56,7 +55,7 @@ def run_step(
 def test_a_full_batch_from_collection_to_a_closed_cryobank(
     session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
 ) -> None:
-    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    batch = batches.start_batch(session, world.users["coordinator"], subject, study)
     session.commit()
     assert batch.din.startswith("=A9999")
     for step_key, iteration in STEP_SEQUENCE:
@@ -83,14 +82,15 @@ def test_a_full_batch_from_collection_to_a_closed_cryobank(
         meanings = [v.signature.meaning for v in identity_service.signatures_for(session, record)]
         views = identity_service.signatures_for(session, record)
         assert all(v.valid for v in views)
-        step = process_service.batch_mbr(session, batch).step(record.step_key)
+        step = batches.batch_mbr(session, batch).step(record.step_key)
         assert meanings == (["performed", "verified"] if step.critical else ["performed"])
-    growth = process_service.passages(session, batch)
-    assert [round(p.harvested_cells / p.seeded_cells, 3) for p in growth] == [8.0, 32.0, 32.0]
-    bank = process_service.bank_summary(session, batch, study)
+    grown = growth.passages(session, batch)
+    assert [round(p.harvested_cells / p.seeded_cells, 3) for p in grown] == [8.0, 32.0, 32.0]
+    bank = bank_capacity(session, batch, study)
     assert bank is not None and bank.total_viable_cells == 10 * 5.0e7
     assert bank.needed_cells == pytest.approx(4 * 1e8 / 0.7)
     assert bank.shortfall_cells == pytest.approx(4e8 / 0.7 - 5e8)
+    assert bank.doses_covered == 3  # whole vials: 3 of 5e7 give 1.05e8 after thaw, 10 vials give 3 doses
     assert audit_service.verify(session).ok
 
 
@@ -103,25 +103,25 @@ def _refused(session: Session, action, match: str) -> None:  # type: ignore[no-u
 def test_out_of_order_and_material_refusals_leave_the_batch_untouched(
     session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
 ) -> None:
-    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    batch = batches.start_batch(session, world.users["coordinator"], subject, study)
     session.commit()
     tech = world.users["technician"]
     now = clock.now()
 
     def submit(step_key: str, **changes: str) -> None:
         values = {**step_values(session, batch, step_key, now), **changes}
-        process_service.record_step(
+        steps.record_step(
             session,
             tech,
             PASSWORD,
             batch,
             step_key,
-            process_service.StepSubmission(values),
+            steps.StepSubmission(values),
             study,
             bench.cabinet,
         )
 
-    process_service.open_at_workstation(session, tech, bench.cabinet, batch)
+    workstations.open_at_workstation(session, tech, bench.cabinet, batch)
     session.commit()
     _refused(
         session, lambda: submit("processing.separate"), "comes after 'Mince and digest with collagenase'"
@@ -150,26 +150,26 @@ def test_another_subjects_container_and_an_occupied_cabinet_are_refused(
     from tests.conftest import enroll
 
     other = enroll(session, world, study, "ALS-002", "Robin Other")
-    mine = process_service.start_batch(session, world.users["coordinator"], subject, study)
-    theirs = process_service.start_batch(session, world.users["coordinator"], other, study)
+    mine = batches.start_batch(session, world.users["coordinator"], subject, study)
+    theirs = batches.start_batch(session, world.users["coordinator"], other, study)
     session.commit()
     for batch in (mine, theirs):
         for step_key in ("collection.harvest", "collection.handoff"):
             run_step(session, world, study, batch, bench, step_key)
     tech = world.users["technician"]
-    process_service.open_at_workstation(session, tech, bench.cabinet, mine)
+    workstations.open_at_workstation(session, tech, bench.cabinet, mine)
     session.commit()
     their_tube = step_values(session, theirs, "receipt.accept", clock.now())["tissue_tube"]
     values = {**step_values(session, mine, "receipt.accept", clock.now()), "tissue_tube": their_tube}
     _refused(
         session,
-        lambda: process_service.record_step(
+        lambda: steps.record_step(
             session,
             tech,
             PASSWORD,
             mine,
             "receipt.accept",
-            process_service.StepSubmission(values),
+            steps.StepSubmission(values),
             study,
             bench.cabinet,
         ),
@@ -177,11 +177,11 @@ def test_another_subjects_container_and_an_occupied_cabinet_are_refused(
     )
     _refused(
         session,
-        lambda: process_service.open_at_workstation(session, tech, bench.cabinet, theirs),
+        lambda: workstations.open_at_workstation(session, tech, bench.cabinet, theirs),
         "sign line clearance",
     )
-    process_service.clear_line(session, tech, PASSWORD, bench.cabinet)
-    process_service.open_at_workstation(session, tech, bench.cabinet, theirs)
+    workstations.clear_line(session, tech, PASSWORD, bench.cabinet)
+    workstations.open_at_workstation(session, tech, bench.cabinet, theirs)
     session.commit()
     assert bench.cabinet.current_batch_id == theirs.id
     assert audit_service.verify(session).ok
@@ -190,24 +190,24 @@ def test_another_subjects_container_and_an_occupied_cabinet_are_refused(
 def test_self_verification_is_refused(
     session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
 ) -> None:
-    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    batch = batches.start_batch(session, world.users["coordinator"], subject, study)
     session.commit()
     for step_key in ("collection.harvest", "collection.handoff"):
         run_step(session, world, study, batch, bench, step_key)
     tech = world.users["technician"]
-    process_service.open_at_workstation(session, tech, bench.cabinet, batch)
-    record = process_service.record_step(
+    workstations.open_at_workstation(session, tech, bench.cabinet, batch)
+    record = steps.record_step(
         session,
         tech,
         PASSWORD,
         batch,
         "receipt.accept",
-        process_service.StepSubmission(step_values(session, batch, "receipt.accept", clock.now())),
+        steps.StepSubmission(step_values(session, batch, "receipt.accept", clock.now())),
         study,
         bench.cabinet,
     )
     session.commit()
-    _refused(session, lambda: process_service.verify_step(session, tech, PASSWORD, record), "second person")
+    _refused(session, lambda: steps.verify_step(session, tech, PASSWORD, record), "second person")
     assert record.status == "awaiting_verification"
     _refused(
         session,
@@ -219,7 +219,7 @@ def test_self_verification_is_refused(
 def test_critical_out_of_range_value_stops_the_batch_until_assessed(
     session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
 ) -> None:
-    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    batch = batches.start_batch(session, world.users["coordinator"], subject, study)
     session.commit()
     for step_key in ("collection.harvest", "collection.handoff", "receipt.accept"):
         run_step(session, world, study, batch, bench, step_key)
@@ -229,26 +229,24 @@ def test_critical_out_of_range_value_stops_the_batch_until_assessed(
         "digestion_minutes": "120",
     }
     run_step(session, world, study, batch, bench, "processing.digest", values=values)
-    deviations = session.scalars(select(Deviation).order_by(Deviation.id)).all()
-    assert [(d.field_key, d.critical, d.value) for d in deviations] == [
+    opened = session.scalars(select(Deviation).order_by(Deviation.id)).all()
+    assert [(d.field_key, d.critical, d.value) for d in opened] == [
         ("digestion_temperature", True, "39.5"),
         ("digestion_minutes", False, "120"),
     ]
-    assert "36–38 °C" in deviations[0].limit_text
+    assert "36–38 °C" in opened[0].limit_text
     assert batch.status == "on_hold"
     _refused(session, lambda: run_step(session, world, study, batch, bench, "processing.separate"), "STOPPED")
     _refused(
         session,
-        lambda: process_service.assess_deviation(
-            session, world.users["technician"], PASSWORD, deviations[0], "fine"
-        ),
+        lambda: deviations.assess_deviation(session, world.users["technician"], PASSWORD, opened[0], "fine"),
         "supervisor assesses",
     )
-    process_service.assess_deviation(
+    deviations.assess_deviation(
         session,
         world.users["supervisor"],
         PASSWORD,
-        deviations[0],
+        opened[0],
         "Thermometer drift; cells unaffected per validation.",
     )
     session.commit()
@@ -256,40 +254,38 @@ def test_critical_out_of_range_value_stops_the_batch_until_assessed(
     run_step(session, world, study, batch, bench, "processing.separate")
     _refused(
         session,
-        lambda: process_service.close_deviation(session, world.users["qa"], PASSWORD, deviations[1], "", ""),
+        lambda: deviations.close_deviation(session, world.users["qa"], PASSWORD, opened[1], "", ""),
         "investigation and the root cause",
     )
-    process_service.close_deviation(
-        session, world.users["qa"], PASSWORD, deviations[1], "Timer misread", "Human error; retrained"
+    deviations.close_deviation(
+        session, world.users["qa"], PASSWORD, opened[1], "Timer misread", "Human error; retrained"
     )
     session.commit()
-    assert deviations[1].status == "closed"
+    assert opened[1].status == "closed"
     assert audit_service.verify(session).ok
 
 
 def test_a_correction_needs_a_reason_keeps_the_old_value_and_invalidates_signatures(
     session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
 ) -> None:
-    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    batch = batches.start_batch(session, world.users["coordinator"], subject, study)
     session.commit()
     record = run_step(session, world, study, batch, bench, "collection.harvest")
-    weight = process_service.current_values(session, record)["tissue_weight"]
+    weight = batches.current_values(session, record)["tissue_weight"]
     coordinator = world.users["coordinator"]
     _refused(
         session,
-        lambda: process_service.correct_value(session, coordinator, weight, "1.7", " ", study),
+        lambda: corrections.correct_value(session, coordinator, weight, "1.7", " ", study),
         "needs a reason",
     )
     _refused(
         session,
-        lambda: process_service.correct_value(
-            session, world.users["coordinator2"], weight, "1.7", "typo", study
-        ),
+        lambda: corrections.correct_value(session, world.users["coordinator2"], weight, "1.7", "typo", study),
         "performer of the step",
     )
-    new = process_service.correct_value(session, coordinator, weight, "1.7", "transcription error", study)
+    new = corrections.correct_value(session, coordinator, weight, "1.7", "transcription error", study)
     session.commit()
-    history = process_service.value_history(session, record)
+    history = batches.value_history(session, record)
     assert [(v.value, v.supersedes_id) for v in history if v.field_key == "tissue_weight"] == [
         ("1.5", None),
         ("1.7", weight.id),
@@ -305,11 +301,11 @@ def test_a_batch_needs_an_approved_mbr(
 ) -> None:
     from mfg.process.mbr import packaged_mbr_text
 
-    process_service.register_mbr(session, "test-setup", packaged_mbr_text())
+    versions.register_mbr(session, "test-setup", packaged_mbr_text())
     session.commit()
     _refused(
         session,
-        lambda: process_service.start_batch(session, world.users["coordinator"], subject, study),
+        lambda: batches.start_batch(session, world.users["coordinator"], subject, study),
         "QA must approve",
     )
 
@@ -320,31 +316,31 @@ def test_a_batch_keeps_the_mbr_version_it_started_on(
     from mfg.process.mbr import packaged_mbr_text
     from tests.conftest import enroll
 
-    first = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    first = batches.start_batch(session, world.users["coordinator"], subject, study)
     session.commit()
     v2_text = (
         packaged_mbr_text()
         .replace("version = 1", "version = 2", 1)
         .replace("min = 1.0\n    max = 2.0", "min = 0.8\n    max = 2.0", 1)
     )
-    v2 = process_service.register_mbr(session, "test-setup", v2_text)
+    v2 = versions.register_mbr(session, "test-setup", v2_text)
     with pytest.raises(Refusal, match="already registered with different content"):
-        process_service.register_mbr(
+        versions.register_mbr(
             session, "test-setup", v2_text.replace("0.8", "0.9", 1).replace("version = 2", "version = 1", 1)
         )
-    process_service.approve_mbr(session, world.users["qa"], PASSWORD, v2)
+    versions.approve_mbr(session, world.users["qa"], PASSWORD, v2)
     session.commit()
-    second = process_service.start_batch(
+    second = batches.start_batch(
         session, world.users["coordinator"], enroll(session, world, study, "ALS-002", "Robin Other"), study
     )
     session.commit()
-    assert process_service.batch_mbr(session, first).version == 1
-    assert process_service.batch_mbr(session, second).version == 2
+    assert batches.batch_mbr(session, first).version == 1
+    assert batches.batch_mbr(session, second).version == 2
     low = {**step_values(session, first, "collection.harvest", clock.now()), "tissue_weight": "0.9"}
     run_step(session, world, study, first, bench, "collection.harvest", values=low)
     run_step(session, world, study, second, bench, "collection.harvest", values=low)
-    deviations = session.scalars(select(Deviation.batch_id)).all()
-    assert deviations == [first.id]  # 0.9 g is out of v1's 1-2 g, within v2's 0.8-2 g
+    held = session.scalars(select(Deviation.batch_id)).all()
+    assert held == [first.id]  # 0.9 g is out of v1's 1-2 g, within v2's 0.8-2 g
 
 
 def test_an_entry_long_after_the_work_is_marked_late(
@@ -354,16 +350,16 @@ def test_an_entry_long_after_the_work_is_marked_late(
 
     from tests.bench_data import local
 
-    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    batch = batches.start_batch(session, world.users["coordinator"], subject, study)
     session.commit()
     values = step_values(session, batch, "collection.harvest", clock.now())
-    record = process_service.record_step(
+    record = steps.record_step(
         session,
         world.users["coordinator"],
         PASSWORD,
         batch,
         "collection.harvest",
-        process_service.StepSubmission(values, performed_at=local(clock.now() - timedelta(hours=2))),
+        steps.StepSubmission(values, performed_at=local(clock.now() - timedelta(hours=2))),
         study,
         bench.cabinet,
     )

@@ -17,7 +17,7 @@ from mfg.demo import DEMO_PASSWORD, seed_demo, set_up_bench
 from mfg.identity.models import User
 from mfg.materials.models import ReagentLot
 from mfg.materials.service import MaterialRefused
-from mfg.process import service as process_service
+from mfg.process import batches, steps, workstations
 from mfg.process.models import Workstation
 from mfg.study import service as study_service
 from mfg.study.definition import StudyDefinition
@@ -76,28 +76,28 @@ def test_the_demo_and_the_expired_lot_refusal_at_any_hour(
             consent_date=clock.today(),
         )
         subject: Subject = study_service.enroll_subject(session, users["coord"], study, form, DEMO_PASSWORD)
-        batch = process_service.start_batch(session, users["coord"], subject, study)
+        batch = batches.start_batch(session, users["coord"], subject, study)
         cabinet = session.scalar(select(Workstation).where(Workstation.code == "BSC-02"))
         assert cabinet is not None
         session.commit()
 
         def record(step_key: str, **changes: str) -> None:
             user = users["coord" if PERFORMER.get(step_key) == "coordinator" else "tech"]
-            if process_service.batch_mbr(session, batch).step(step_key).at_workstation:
-                process_service.open_at_workstation(session, user, cabinet, batch)
+            if batches.batch_mbr(session, batch).step(step_key).at_workstation:
+                workstations.open_at_workstation(session, user, cabinet, batch)
             values = {**step_values(session, batch, step_key, clock.now()), **changes}
-            done = process_service.record_step(
+            done = steps.record_step(
                 session,
                 user,
                 DEMO_PASSWORD,
                 batch,
                 step_key,
-                process_service.StepSubmission(values),
+                steps.StepSubmission(values),
                 study,
                 cabinet,
             )
             if done.status == "awaiting_verification":
-                process_service.verify_step(session, users["super"], DEMO_PASSWORD, done)
+                steps.verify_step(session, users["super"], DEMO_PASSWORD, done)
 
         for step_key in ("collection.harvest", "collection.handoff", "receipt.accept"):
             record(step_key)

@@ -17,12 +17,13 @@ from mfg.audit import service as audit_service
 from mfg.audit.models import AuditEvent
 from mfg.custody import service as custody_service
 from mfg.custody.models import Container
+from mfg.dosing import bank
 from mfg.dosing import service as order_service
 from mfg.dosing.models import DoseOrder
 from mfg.errors import PermissionRefused, Refusal, SignatureRefused, ValidationRefused
 from mfg.identity import service as identity_service
 from mfg.identity.models import Signature
-from mfg.process import service as process_service
+from mfg.process import batches, steps, workstations
 from mfg.process.models import Batch
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
@@ -439,26 +440,26 @@ def run_batch(
     session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
 ) -> Batch:
     """A whole collection-to-cryobank batch through the process engine: 10 stored vials of 5e7 cells."""
-    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    batch = batches.start_batch(session, world.users["coordinator"], subject, study)
     session.commit()
     for step_key, iteration in STEP_SEQUENCE:
         user = world.users[PERFORMER.get(step_key, "technician")]
         if step_key.split(".")[0] in ("receipt", "processing", "expansion", "cryobank"):
-            process_service.open_at_workstation(session, user, bench.cabinet, batch)
+            workstations.open_at_workstation(session, user, bench.cabinet, batch)
         values = step_values(session, batch, step_key, clock.now(), iteration)
-        record = process_service.record_step(
+        record = steps.record_step(
             session,
             user,
             PASSWORD,
             batch,
             step_key,
-            process_service.StepSubmission(values),
+            steps.StepSubmission(values),
             study,
             bench.cabinet,
         )
         if record.status == "awaiting_verification":
             verifier = world.users["supervisor" if user.role != "supervisor" else "technician"]
-            process_service.verify_step(session, verifier, PASSWORD, record)
+            steps.verify_step(session, verifier, PASSWORD, record)
         session.commit()
     assert batch.status == "cryobanked"
     return batch
@@ -485,7 +486,7 @@ def test_the_bank_check_against_a_real_batch(
     first = place(session, world, subject, study)
     session.commit()
     # 5e7 now: 2 vials (2 x 5e7 x 0.7 = 7e7); injections 2-4 assumed at 5e7, 2 vials each: 8 used, 2 spare
-    check = order_service.bank_status(session, subject, study, first)
+    check = bank.bank_status(session, subject, study, first)
     assert check.vials_to_thaw == tuple(banked[:2])
     assert (check.enough, check.stored_vials, check.remaining_doses_cells, check.spare_vials) == (
         True,
@@ -499,7 +500,7 @@ def test_the_bank_check_against_a_real_batch(
     # injection 1 takes 2 and 1e8 for injection 3 takes 3: 8 used; the 2 left (7e7) cannot give injection 4
     second = place(session, world, subject, study, 2, 1e8, change_reason="escalation per protocol")
     session.commit()
-    check = order_service.bank_status(session, subject, study, second)
+    check = bank.bank_status(session, subject, study, second)
     assert check.vials_to_thaw == tuple(banked[:3])
     assert check.remaining_doses_cells == (5e7, 1e8, 1e8)
     assert (check.covers_this_dose, check.enough, check.remaining_doses_covered) == (True, False, 2)
@@ -512,7 +513,7 @@ def test_the_bank_check_against_a_real_batch(
         audit_service.update(session, "technician", vial, reason="thawed for injection 1", status="consumed")
     order_service.mark_prepared(session, "technician", first)
     session.commit()
-    check = order_service.bank_status(session, subject, study, second)
+    check = bank.bank_status(session, subject, study, second)
     # 8 left: 1e8 takes vials 3-5, injection 3 takes 6-8, injection 4 has 2 vials (7e7) -> 1 of 2 covered
     assert check.vials_to_thaw == tuple(banked[2:5])
     assert (check.stored_vials, check.remaining_doses_cells, check.remaining_doses_covered) == (
@@ -529,7 +530,7 @@ def test_the_bank_check_per_level_before_signing(
 ) -> None:
     place(session, world, subject, study)
     session.commit()
-    by_level = order_service.bank_checks_by_level(session, subject, study, 2)
+    by_level = bank.bank_checks_by_level(session, subject, study, 2)
     # injection 1 (5e7, waiting) always needs 2 vials. 1e7 x 3: 1 vial each -> 2 + 3 = 5; 5e7 x 3: 2 + 6 = 8;
     # 1e8 x 3: 3 + 2 + 3 = 8, injection 4 short.
     assert {level: (len(c.vials_to_thaw), c.enough) for level, c in by_level.items()} == {
@@ -555,7 +556,7 @@ def test_a_subject_without_a_bank_has_nothing_to_thaw(
         status="stored",
     )
     session.commit()
-    check = order_service.bank_status(session, subject, study, order)
+    check = bank.bank_status(session, subject, study, order)
     assert (check.covers_this_dose, check.vials_to_thaw, check.stored_vials) == (False, (), 0)
     assert check.sentence.startswith("No cryovials are stored: the bank cannot supply this dose of 5 × 10⁷.")
     assert (
@@ -573,4 +574,4 @@ def test_an_order_of_another_subject_is_not_checked_against_this_bank(
     order = place(session, world, other, study)
     session.commit()
     with pytest.raises(ValidationRefused, match="is not ALS-001's"):
-        order_service.bank_status(session, subject, study, order)
+        bank.bank_status(session, subject, study, order)

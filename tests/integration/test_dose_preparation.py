@@ -16,12 +16,12 @@ from labels.data import barcode_strings
 from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.custody.models import Container, LabelPrint
-from mfg.dosing import preparation
+from mfg.dosing import preparation, product_labels
 from mfg.dosing import service as order_service
-from mfg.dosing.models import DoseOrder
+from mfg.dosing.models import DoseOrder, FinalProduct
 from mfg.errors import Refusal
-from mfg.process import service as process_service
-from mfg.process.models import Batch, Deviation, FinalProduct
+from mfg.process import batches
+from mfg.process.models import Batch, Deviation
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
 from tests.bench_data import STEP_SEQUENCE, Bench, step_values
@@ -35,7 +35,7 @@ def _banked_subject(
     session: Session, world: World, study: StudyDefinition, bench: Bench, name: str = "Jordan Example"
 ) -> Subject:
     subject = enroll(session, world, study, name=name)
-    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    batch = batches.start_batch(session, world.users["coordinator"], subject, study)
     session.commit()
     for step_key, iteration in STEP_SEQUENCE:
         run_step(session, world, study, batch, bench, step_key, iteration)
@@ -165,11 +165,11 @@ def test_preparation_against_a_cancelled_order_is_refused(
     order = _order(session, world, study, subject)
     order_service.cancel_order(session, world.users["investigator"], order, "subject hospitalised")
     session.commit()
-    batches = session.scalar(select(func.count()).select_from(Batch))
+    before = session.scalar(select(func.count()).select_from(Batch))
     with pytest.raises(Refusal, match="cancelled"):
         preparation.start_preparation(session, world.users["technician"], order, study)
     session.rollback()
-    assert session.scalar(select(func.count()).select_from(Batch)) == batches
+    assert session.scalar(select(func.count()).select_from(Batch)) == before
 
 
 def _decode(pdf: bytes, tmp_path: Path, name: str) -> tuple[list[str], str]:
@@ -196,19 +196,19 @@ def test_syringe_label_barcodes_decode_to_the_database(
 ) -> None:
     product = preparation.product_of(session, prepared)
     assert product is not None
-    syringe_pdf = preparation.print_product_labels(session, world.users["technician"], product, study, "")
+    syringe_pdf = product_labels.print_product_labels(session, world.users["technician"], product, study, "")
     session.commit()
     decoded, text = _decode(syringe_pdf, tmp_path, "syringe")
     subject = session.get(Subject, prepared.subject_id)
     assert subject is not None
-    expected = barcode_strings(preparation.syringe_label(session, product, study))
+    expected = barcode_strings(product_labels.syringe_label(session, product, study))
     assert sorted(decoded) == sorted(expected.values())
     din = isbt128.parse(expected["din"])
     assert isinstance(din, isbt128.Din) and din.code == product.din
     assert isbt128.parse(expected["product_code"]).code == product.product_code  # type: ignore[union-attr]
     expiry = isbt128.parse(expected["expiry"])
     assert isinstance(expiry, isbt128.ExpirationDateTime)
-    assert expiry.value == preparation.expiry_local(product, study).replace(
+    assert expiry.value == product_labels.expiry_local(product, study).replace(
         tzinfo=None, second=0, microsecond=0
     )
     coi = isbt128.parse(expected["coi"])
@@ -229,13 +229,13 @@ def test_syringe_label_barcodes_decode_to_the_database(
     ):
         assert element in text, element
     assert "5.0 × 10" in text and "viable cells" in text
-    local = preparation.expiry_local(product, study)
+    local = product_labels.expiry_local(product, study)
     assert f"{local:%Y-%m-%d %H:%M} {local.tzname()}" in text
     # A second print is a reprint: it needs a reason, and both are on record.
     with pytest.raises(Refusal, match="reprint needs a reason"):
-        preparation.print_product_labels(session, world.users["technician"], product, study, "")
+        product_labels.print_product_labels(session, world.users["technician"], product, study, "")
     session.rollback()
-    preparation.print_product_labels(session, world.users["technician"], product, study, "smudged")
+    product_labels.print_product_labels(session, world.users["technician"], product, study, "smudged")
     session.commit()
     prints = session.scalars(
         select(LabelPrint).where(LabelPrint.container_id == product.syringe_id).order_by(LabelPrint.id)
@@ -256,9 +256,9 @@ def test_a_forty_character_name_keeps_every_barcode_readable(
     batch = _prepare(session, world, study, bench, _order(session, world, study, subject))
     product = preparation.product_of(session, batch)
     assert product is not None
-    syringe_pdf = preparation.print_product_labels(session, world.users["technician"], product, study, "")
+    syringe_pdf = product_labels.print_product_labels(session, world.users["technician"], product, study, "")
     decoded, text = _decode(syringe_pdf, tmp_path, "long")
     assert sorted(decoded) == sorted(
-        barcode_strings(preparation.syringe_label(session, product, study)).values()
+        barcode_strings(product_labels.syringe_label(session, product, study)).values()
     )
     assert long_name in text

@@ -72,10 +72,10 @@ def test_tables_rebuilt_by_later_migrations_still_refuse_deletes(
     from sqlalchemy import text
     from sqlalchemy.exc import DatabaseError
 
-    from mfg.process import service as process_service
+    from mfg.process import batches
     from mfg.study.definition import load_study
 
-    process_service.start_batch(session, world.users["coordinator"], subject, load_study())
+    batches.start_batch(session, world.users["coordinator"], subject, load_study())
     session.commit()
     for table in ("batch", "audit_event", "subject", "mbr_version"):
         with pytest.raises(DatabaseError, match="not allowed"), engine.begin() as conn:

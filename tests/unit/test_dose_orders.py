@@ -10,6 +10,7 @@ from datetime import date
 
 import pytest
 
+from labels.numbers import format_cells
 from mfg.dosing.orders import (
     BankCheck,
     ExistingOrder,
@@ -19,7 +20,6 @@ from mfg.dosing.orders import (
     change_reason_problem,
     duplicate_problem,
     first_dose_problem,
-    format_cells,
     injection_problem,
     level_problem,
     order_problem,
@@ -225,7 +225,7 @@ def test_remaining_planned_doses() -> None:
 
 
 def test_cell_numbers_read_as_a_prescriber_writes_them() -> None:
-    assert [format_cells(x) for x in (1e7, 5e7, 1e8, 3.5e7, 1.05e7, 1.234e8, 9.999e7)] == [
+    assert [format_cells(x, "dose") for x in (1e7, 5e7, 1e8, 3.5e7, 1.05e7, 1.234e8, 9.999e7)] == [
         "1 × 10⁷",
         "5 × 10⁷",
         "1 × 10⁸",

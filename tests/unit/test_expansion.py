@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from labels.numbers import format_cells
 from mfg.process.expansion import (
     GrowthRow,
     Passage,
     doubling_time_hours,
-    format_cells,
-    growth_curve_svg,
     growth_table,
     population_doublings,
 )
+from mfg.web.charts import growth_curve_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

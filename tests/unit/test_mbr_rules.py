@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mfg.process.mbr import MbrDefinitionError, packaged_mbr_text, parse_mbr
+from mfg.process.mbr import MbrDefinitionError, packaged_mbr_text
+from mfg.process.mbr_file import parse_mbr
 from mfg.process.rules import StepProgress, available_steps, late_entry, step_problem
 
 PARALLEL = """

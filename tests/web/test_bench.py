@@ -17,7 +17,7 @@ from mfg.audit import service as audit_service
 from mfg.audit.models import AuditEvent
 from mfg.custody.models import Container
 from mfg.identity import service as identity_service
-from mfg.process import service as process_service
+from mfg.process import batches
 from mfg.process.models import Batch, Deviation, FieldValue, StepRecord
 from mfg.study.models import Subject
 from tests.bench_data import PERFORMER, STEP_SEQUENCE, Bench, step_values
@@ -67,7 +67,7 @@ def _record(
     # Every read starts a fresh transaction after the app's last commit (SQLite WAL reads a snapshot).
     session.rollback()
     batch_id = batch.id
-    step = process_service.batch_mbr(session, batch).step(step_key)
+    step = batches.batch_mbr(session, batch).step(step_key)
     session.rollback()
     if step.at_workstation:
         client.post(f"/bench/batches/{batch_id}/open")

@@ -18,6 +18,7 @@ from werkzeug.test import TestResponse
 
 from mfg.audit import service as audit_service
 from mfg.audit.models import AuditEvent
+from mfg.dosing import bank
 from mfg.dosing import service as order_service
 from mfg.dosing.models import DoseOrder
 from mfg.identity import service as identity_service
@@ -348,7 +349,7 @@ def test_the_subject_page_shows_orders_and_the_cryobank(
     assert "Thaw 2 vials of 10 for this dose" in page and "with 2 vials to spare" in page
     with session_factory() as s:
         order = s.scalars(select(DoseOrder)).one()
-        first_two = order_service.bank_status(s, s.get(Subject, subject.id), study, order).vials_to_thaw
+        first_two = bank.bank_status(s, s.get(Subject, subject.id), study, order).vials_to_thaw
     assert f"Vials to thaw: {', '.join(first_two)}" in plain(page)
     assert "Order a dose" not in page and "Cancel order" not in page  # a nurse reads, nothing more
 

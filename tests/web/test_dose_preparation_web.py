@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.dosing import service as order_service
-from mfg.dosing.models import DoseOrder
-from mfg.process import service as process_service
-from mfg.process.models import Batch, FinalProduct
+from mfg.dosing.models import DoseOrder, FinalProduct
+from mfg.process import batches
+from mfg.process.models import Batch
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
 from tests.bench_data import STEP_SEQUENCE, Bench, step_values
@@ -24,7 +24,7 @@ from tests.integration.test_batch_service import run_step
 def test_a_dose_is_prepared_and_labelled_through_the_terminal(
     app: Flask, session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
 ) -> None:
-    batch = process_service.start_batch(session, world.users["coordinator"], subject, study)
+    batch = batches.start_batch(session, world.users["coordinator"], subject, study)
     session.commit()
     for step_key, iteration in STEP_SEQUENCE:
         run_step(session, world, study, batch, bench, step_key, iteration)
@@ -65,7 +65,7 @@ def test_a_dose_is_prepared_and_labelled_through_the_terminal(
         assert response.status_code == 302, f"{step_key}: {response.text[:1500]}"
         if step_key == "dose.fill":
             session.rollback()
-            record = process_service.progress_of(session, session.get(Batch, batch_id))  # type: ignore[arg-type]
+            record = batches.progress_of(session, session.get(Batch, batch_id))  # type: ignore[arg-type]
             assert record["dose.fill"].awaiting_verification
             from mfg.process.models import StepRecord
 

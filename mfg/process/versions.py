@@ -1,0 +1,86 @@
+"""Master batch record versions: registered as drafts, approved by QA with an e-signature, kept by batches."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mfg import clock
+from mfg.audit import service as audit_service
+from mfg.errors import PermissionRefused, ValidationRefused
+from mfg.identity import rules as identity_rules
+from mfg.identity import service as identity_service
+from mfg.identity.models import User
+from mfg.process.mbr import MasterBatchRecord
+from mfg.process.mbr_file import parse_mbr
+from mfg.process.models import MbrVersion
+
+
+@lru_cache(maxsize=16)
+def _parsed(definition: str) -> MasterBatchRecord:
+    return parse_mbr(definition)
+
+
+def mbr_of(version: MbrVersion) -> MasterBatchRecord:
+    return _parsed(version.definition)
+
+
+def register_mbr(session: Session, actor: str, definition: str) -> MbrVersion:
+    """Store an MBR version as a draft; the same text twice is a no-op, changed text needs a new version."""
+    mbr = parse_mbr(definition)
+    existing = session.scalar(
+        select(MbrVersion).where(MbrVersion.code == mbr.code, MbrVersion.version == mbr.version)
+    )
+    if existing is not None:
+        if existing.definition_sha256 != mbr.source_sha256:
+            raise ValidationRefused(
+                f"{mbr.code} version {mbr.version} is already registered with different content: "
+                "give the changed master batch record a new version number",
+                entity_type="mbr_version",
+                entity_id=str(existing.id),
+            )
+        return existing
+    version = MbrVersion(
+        code=mbr.code,
+        version=mbr.version,
+        title=mbr.title,
+        definition=definition,
+        definition_sha256=mbr.source_sha256,
+        status="draft",
+        registered_at=clock.now(),
+    )
+    return audit_service.create(session, actor, version)
+
+
+def approve_mbr(session: Session, approver: User, password: str, version: MbrVersion) -> None:
+    if approver.role != identity_rules.QA:
+        raise PermissionRefused(
+            "only QA approves a master batch record", entity_type="mbr_version", entity_id=str(version.id)
+        )
+    if version.status != "draft":
+        raise ValidationRefused(
+            f"{version.code} v{version.version} is {version.status}, not a draft",
+            entity_type="mbr_version",
+            entity_id=str(version.id),
+        )
+    identity_service.sign(session, approver, password, "approved", version, comment="MBR approved for use")
+    audit_service.update(
+        session, approver.username, version, reason="approved by QA", action="approve", status="approved"
+    )
+
+
+def current_approved_mbr(session: Session, code: str) -> MbrVersion:
+    version = session.scalar(
+        select(MbrVersion)
+        .where(MbrVersion.code == code, MbrVersion.status == "approved")
+        .order_by(MbrVersion.version.desc())
+        .limit(1)
+    )
+    if version is None:
+        raise ValidationRefused(
+            f"no approved version of {code}: QA must approve the master batch record first",
+            entity_type="mbr_version",
+        )
+    return version

@@ -1,0 +1,113 @@
+"""Biosafety cabinets and line clearance: a cabinet holds one subject's batch at a time, and another subject's
+material comes in only after a signed line clearance.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mfg import clock
+from mfg.audit import service as audit_service
+from mfg.custody import service as custody_service
+from mfg.errors import NotFound, ValidationRefused
+from mfg.identity import service as identity_service
+from mfg.identity.models import User
+from mfg.process.batches import OPEN_STATUSES, get_batch
+from mfg.process.mbr import StepDef
+from mfg.process.models import Batch, LineClearance, Workstation
+from mfg.process.rules import BatchStopped
+from mfg.study.models import Subject
+
+
+def register_workstation(session: Session, actor: str, code: str, name: str) -> Workstation:
+    code = code.strip().upper()
+    if not code or session.scalar(select(Workstation.id).where(Workstation.code == code)) is not None:
+        raise ValidationRefused(f"workstation code {code!r} is empty or taken", entity_type="workstation")
+    return audit_service.create(session, actor, Workstation(code=code, name=name.strip() or code))
+
+
+def find_workstation(session: Session, scanned: str) -> Workstation:
+    workstation = session.scalar(select(Workstation).where(Workstation.code == scanned.strip().upper()))
+    if workstation is None:
+        raise NotFound(f"no workstation {scanned.strip()!r}", entity_type="workstation")
+    return workstation
+
+
+def open_at_workstation(session: Session, user: User, workstation: Workstation, batch: Batch) -> None:
+    """One subject per cabinet: another subject's batch needs a signed line clearance first."""
+    identity_service.require_can_act(user)
+    if batch.status not in OPEN_STATUSES:
+        raise BatchStopped(
+            f"batch {batch.din} is {batch.status}", entity_type="batch", entity_id=str(batch.id)
+        )
+    if workstation.current_batch_id == batch.id:
+        return
+    if workstation.current_batch_id is not None:
+        holder = get_batch(session, workstation.current_batch_id)
+        if holder.subject_id != batch.subject_id:
+            holder_subject = session.get(Subject, holder.subject_id)
+            who = holder_subject.study_subject_id if holder_subject else "another subject"
+            raise custody_service.ChainOfIdentityRefused(
+                f"STOP: {workstation.code} holds the batch of {who}"
+                f" ({holder.din}): sign line clearance before bringing in another subject's material",
+                entity_type="workstation",
+                entity_id=str(workstation.id),
+            )
+    audit_service.update(
+        session,
+        user.username,
+        workstation,
+        reason=f"batch {batch.din} opened",
+        action="open",
+        current_batch_id=batch.id,
+    )
+
+
+def clear_line(session: Session, user: User, password: str, workstation: Workstation) -> LineClearance:
+    identity_service.require_can_act(user)
+    if workstation.current_batch_id is None:
+        raise ValidationRefused(
+            f"{workstation.code} holds no batch", entity_type="workstation", entity_id=str(workstation.id)
+        )
+    clearance = LineClearance(
+        workstation_id=workstation.id,
+        previous_batch_id=workstation.current_batch_id,
+        cleared_by_id=user.id,
+        cleared_at=clock.now(),
+    )
+    audit_service.create(session, user.username, clearance)
+    identity_service.sign(session, user, password, "performed", clearance, comment="line clearance")
+    audit_service.update(
+        session,
+        user.username,
+        workstation,
+        reason="line clearance signed",
+        action="clear",
+        current_batch_id=None,
+    )
+    return clearance
+
+
+def require_workstation(
+    session: Session, batch: Batch, step: StepDef, workstation: Workstation | None
+) -> None:
+    if not step.at_workstation:
+        return
+    if workstation is None:
+        raise ValidationRefused(
+            "scan the biosafety cabinet you work at before recording a lab step",
+            entity_type="batch",
+            entity_id=str(batch.id),
+        )
+    if workstation.current_batch_id != batch.id:
+        raise ValidationRefused(
+            f"open this batch at {workstation.code} before recording '{step.title}'",
+            entity_type="batch",
+            entity_id=str(batch.id),
+        )
+
+
+def release_workstations(session: Session, actor: str, batch: Batch) -> None:
+    for workstation in session.scalars(select(Workstation).where(Workstation.current_batch_id == batch.id)):
+        audit_service.update(session, actor, workstation, reason="batch closed", current_batch_id=None)
