@@ -17,30 +17,26 @@ from flask import (
 )
 from sqlalchemy import select
 
-from labels.data import LabelStock, parse_din
-from labels.numbers import format_cells
+from labels.data import LabelStock
 from mfg.custody import labels as container_labels
 from mfg.custody.models import Container
-from mfg.dosing import bank, preparation, product_labels
+from mfg.dosing import preparation, product_labels
 from mfg.dosing.models import DoseOrder
 from mfg.errors import Refusal
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.materials.models import Equipment, EquipmentUse, MaterialUse, ReagentLot
-from mfg.process import batches, corrections, deviations, expansion, growth, rules, steps, workstations
+from mfg.process import batches, corrections, deviations, expansion, growth, steps, workstations
 from mfg.process.models import (
     Batch,
     Deviation,
     FieldValue,
     StepRecord,
     Workstation,
-    current_of,
-    signed_values,
 )
-from mfg.study import service as study_service
 from mfg.study.definition import StudyDefinition, load_study
 from mfg.study.models import Subject
-from mfg.web import charts, forms, security
+from mfg.web import batch_page, charts, forms, security
 from mfg.web.transaction import back_to_referrer, commit_point, db, get_record, redirect_to, signed_in_user
 
 bp = Blueprint("bench", __name__, url_prefix="/bench")
@@ -143,103 +139,10 @@ def clear_line() -> Any:
     return redirect(request.form.get("next") or url_for("bench.index"))
 
 
-def _batch_context(batch: Batch, chosen_step: str | None = None) -> dict[str, Any]:
-    """Everything the batch page shows: the current step big, then the record so far."""
-    session_ = db()
-    mbr = batches.batch_mbr(session_, batch)
-    subject = session_.get(Subject, batch.subject_id)
-    assert subject is not None
-    # A constant number of queries, however many steps: records, values and signatures load in bulk.
-    records = batches.step_records(session_, batch)
-    progress = rules.progress(records)
-    available = rules.available_steps(mbr, progress) if batch.status == "open" else []
-    current = None
-    if chosen_step:
-        current = next((s for s in available if s.key == chosen_step), None)
-    if current is None and available:
-        current = available[0]
-    users = {u.id: u for u in session_.scalars(select(User))}
-    values = batches.values_by_record(session_, batch)
-    signatures = identity_service.signatures_for_many(
-        session_, records, {str(r.id): signed_values(values.get(r.id, [])) for r in records}
-    )
-    record_views = [
-        {
-            "record": record,
-            "step": mbr.step(record.step_key),
-            "history": values.get(record.id, []),
-            "current": current_of(values.get(record.id, [])),
-            "signatures": signatures.get(str(record.id), []),
-            "performer": users.get(record.performed_by_id),
-        }
-        for record in records
-    ]
-    growth_rows = []
-    try:
-        growth_rows = expansion.growth_table(growth.passages(session_, batch, values))
-    except ValueError as exc:
-        flash(f"Growth curve not drawn: {exc}", "error")
-    batch_deviations = session_.scalars(
-        select(Deviation).where(Deviation.batch_id == batch.id).order_by(Deviation.id)
-    ).all()
-    containers = session_.scalars(
-        select(Container).where(Container.din == batch.din).order_by(Container.id)
-    ).all()
-    workstation = _workstation()
-    holder = None
-    if workstation is not None and workstation.current_batch_id not in (None, batch.id):
-        holder = session_.get(Batch, workstation.current_batch_id)
-    dose: dict[str, Any] = {}
-    if batch.dose_order_id is not None:
-        dose = _dose_context(batch)
-    return {
-        "dose": dose,
-        "batch": batch,
-        "mbr": mbr,
-        "subject": subject,
-        "coi": study_service.coi_of(subject),
-        "din": parse_din(batch.din),
-        "progress": progress,
-        "available": available,
-        "current": current,
-        "records": record_views,
-        "deviations": batch_deviations,
-        "containers": containers,
-        "growth_rows": growth_rows,
-        "growth_svg": charts.growth_curve_svg(growth_rows),
-        "bank": bank.bank_capacity(session_, batch, _study()),
-        "workstation": workstation,
-        "workstation_holder": holder,
-        "users": users,
-        "format_cells": format_cells,
-        "values": request.form if request.method == "POST" else {},
-    }
-
-
-def _dose_context(batch: Batch) -> dict[str, Any]:
-    """Stage 6 shows the order, the vials to thaw, the fill plan with its arithmetic, and the product."""
-
-    session_ = db()
-    order = preparation.order_of(session_, batch)
-    subject = session_.get(Subject, batch.subject_id)
-    assert subject is not None
-    context: dict[str, Any] = {"order": order, "product": preparation.product_of(session_, batch)}
-    try:
-        context["bank"] = bank.bank_status(session_, subject, _study(), order)
-    except Refusal as exc:
-        context["bank_error"] = exc.message
-    try:
-        context["plan"] = preparation.fill_plan(session_, batch, _study())
-    except ValueError as exc:
-        context["plan_error"] = str(exc)
-    if context["product"] is not None:
-        context["expiry"] = product_labels.expiry_local(context["product"], _study())
-        context["labels_printed"] = preparation.labels_printed(session_, batch)
-    return context
-
-
 def _batch_page(batch: Batch, *, error: str = "", status: int = 200, step: str | None = None) -> Any:
-    return render_template("bench/batch.html", error=error, **_batch_context(batch, step)), status
+    context = batch_page.context(db(), batch, _study(), _workstation(), step)
+    values = request.form if request.method == "POST" else {}
+    return render_template("bench/batch.html", error=error, values=values, **context), status
 
 
 @bp.route(f"/batches/{ID % 'batch_id'}")
