@@ -266,6 +266,21 @@ def enroll(
     return subject
 
 
+def enrollment_form(world: World, **changes: str) -> dict[str, str]:
+    """What the enrollment form sends for a new subject, with ``changes``."""
+    form = {
+        "study_subject_id": "ALS-002",
+        "name": "Casey Sample",
+        "date_of_birth": "1970-05-17",
+        "medical_record_number": "MRN-777",
+        "site_id": str(world.site.id),
+        "consent_date": "2026-11-02",
+        "password": PASSWORD,
+    }
+    form.update(changes)
+    return form
+
+
 @pytest.fixture
 def subject(session: Session, world: World, study: StudyDefinition) -> Subject:
     return enroll(session, world, study)

@@ -22,7 +22,7 @@ from mfg.audit.models import AuditEvent
 from mfg.identity.models import User
 from mfg.identity.rules import ROLE_TITLES
 from mfg.study.models import Site, Subject
-from tests.conftest import PASSWORD, World, login
+from tests.conftest import PASSWORD, World, enrollment_form, login
 
 WRONG = "not-the-password-1"
 
@@ -83,20 +83,6 @@ def csrf_token_in(response: TestResponse) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True))
     assert found, "the page carries no CSRF token"
     return found.group(1)
-
-
-def enrollment_form(world: World, **changes: str) -> dict[str, str]:
-    form = {
-        "study_subject_id": "ALS-002",
-        "name": "Casey Sample",
-        "date_of_birth": "1970-05-17",
-        "medical_record_number": "MRN-777",
-        "site_id": str(world.site.id),
-        "consent_date": "2026-11-02",
-        "password": PASSWORD,
-    }
-    form.update(changes)
-    return form
 
 
 def row_of(page: str, username: str) -> str:

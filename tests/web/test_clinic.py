@@ -22,7 +22,7 @@ from mfg.audit import service as audit_service
 from mfg.audit.models import AuditEvent
 from mfg.identity.models import Signature, User
 from mfg.study.models import Subject
-from tests.conftest import PASSWORD, World, login
+from tests.conftest import PASSWORD, World, enrollment_form, login
 
 WRONG = "not-the-password-1"
 
@@ -32,20 +32,6 @@ WRONG = "not-the-password-1"
 
 def text_of(response: TestResponse) -> str:
     return html.unescape(response.get_data(as_text=True))
-
-
-def enrollment_form(world: World, **changes: str) -> dict[str, str]:
-    form = {
-        "study_subject_id": "ALS-002",
-        "name": "Casey Sample",
-        "date_of_birth": "1970-05-17",
-        "medical_record_number": "MRN-777",
-        "site_id": str(world.site.id),
-        "consent_date": "2026-11-02",
-        "password": PASSWORD,
-    }
-    form.update(changes)
-    return form
 
 
 def subjects(factory: sessionmaker[Session]) -> list[dict[str, Any]]:

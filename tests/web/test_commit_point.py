@@ -25,7 +25,7 @@ from mfg.errors import ValidationRefused
 from mfg.study.models import Subject
 from mfg.web import security
 from mfg.web.transaction import commit_point, db, redirect_to
-from tests.conftest import PASSWORD, World, login
+from tests.conftest import PASSWORD, World, enrollment_form, login
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "mfg" / "web"
@@ -81,20 +81,6 @@ def counting_commits(app: Flask) -> Iterator[list[str]]:
         yield commits
     finally:
         event.remove(engine, "commit", on_commit)
-
-
-def enrollment_form(world: World, **changes: str) -> dict[str, str]:
-    form = {
-        "study_subject_id": "ALS-002",
-        "name": "Casey Sample",
-        "date_of_birth": "1970-05-17",
-        "medical_record_number": "MRN-777",
-        "site_id": str(world.site.id),
-        "consent_date": "2026-11-02",
-        "password": PASSWORD,
-    }
-    form.update(changes)
-    return form
 
 
 # --- structure ------------------------------------------------------------------------------------------
