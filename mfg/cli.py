@@ -133,9 +133,14 @@ def demo(out_dir: Path) -> None:
     url, engine = _engine()
     upgrade_database(url)
     try:
-        summary = run_reference_scenario(make_session_factory(engine), out_dir.resolve(), _actor())
+        with session_scope(make_session_factory(engine)) as session:
+            summary, files = run_reference_scenario(session, out_dir.resolve(), _actor())
     except Refusal as exc:
         _fail(f"the scenario was refused: {exc.message}")
+    # Labels are written once what they print is committed.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, pdf in files.items():
+        path.write_bytes(pdf)
     click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
 
 

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from labels.data import LabelStock, parse_din
 from mfg import clock
 from mfg.custody.models import Container
-from mfg.db import session_scope
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.materials import service as materials_service
@@ -418,109 +417,102 @@ def _run_steps(
             steps.verify_step(session, verifier, DEMO_PASSWORD, record)
 
 
-def run_reference_scenario(factory: sessionmaker[Session], out: Path, actor: str) -> dict[str, Any]:
+def run_reference_scenario(
+    session: Session, out: Path, actor: str
+) -> tuple[dict[str, Any], dict[Path, bytes]]:
     """Enroll, collect, process, expand, bank, order 5e7, prepare the dose, print labels: the whole story
-    through the service layer, committed step by step. Returns the summary ``mfg demo`` prints."""
+    through the service layer, in the caller's one unit of work. Returns the summary ``mfg demo`` prints and
+    the label PDFs to write once it is committed."""
     from mfg.custody import labels as container_labels
     from mfg.dosing import preparation, product_labels
     from mfg.dosing import service as order_service
 
     study = load_study()
-    out.mkdir(parents=True, exist_ok=True)
-    with session_scope(factory) as session:
-        seed_demo(session, actor)
-    with session_scope(factory) as session:
-        users = {u.username: u for u in session.scalars(select(User))}
-        site = session.scalar(select(Site).where(Site.code == "RST"))
-        assert site is not None
-        form = study_service.EnrollmentForm(
-            study_subject_id=_next_subject_id(session),
-            name="Morgan Reference-Scenario",
-            date_of_birth=date(1968, 9, 30),
-            medical_record_number="MRN-7700123",
-            site_id=site.id,
-            consent_date=clock.today(),
+    seed_demo(session, actor)
+    users = {u.username: u for u in session.scalars(select(User))}
+    site = session.scalar(select(Site).where(Site.code == "RST"))
+    assert site is not None
+    form = study_service.EnrollmentForm(
+        study_subject_id=_next_subject_id(session),
+        name="Morgan Reference-Scenario",
+        date_of_birth=date(1968, 9, 30),
+        medical_record_number="MRN-7700123",
+        site_id=site.id,
+        consent_date=clock.today(),
+    )
+    subject = study_service.enroll_subject(session, users["coord"], study, form, DEMO_PASSWORD)
+    batch = batches.start_batch(session, users["coord"], subject, study)
+    cabinet = session.scalar(select(Workstation).where(Workstation.code == "BSC-02"))
+    assert cabinet is not None
+    if cabinet.current_batch_id is not None:
+        workstations.clear_line(session, users["tech"], DEMO_PASSWORD, cabinet)
+    _run_steps(session, users, batch, STEP_SEQUENCE, study, cabinet)
+    vials = session.scalars(
+        select(Container)
+        .where(Container.din == batch.din, Container.kind == "cryovial")
+        .order_by(Container.id)
+    ).all()
+    files = {
+        out / "cryovial-labels.pdf": container_labels.print_container_labels(
+            session, users["tech"], vials, "", LabelStock("container", *study.label_stock.container)
         )
-        subject = study_service.enroll_subject(session, users["coord"], study, form, DEMO_PASSWORD)
-        batch = batches.start_batch(session, users["coord"], subject, study)
-        cabinet = session.scalar(select(Workstation).where(Workstation.code == "BSC-02"))
-        assert cabinet is not None
-        if cabinet.current_batch_id is not None:
+    }
+    order = order_service.place_order(
+        session,
+        users["inv"],
+        DEMO_PASSWORD,
+        subject,
+        study,
+        injection_number=1,
+        dose_cells=study.dosing.first_dose,
+        body_weight_kg=72.5,
+        first_due=clock.today() + timedelta(days=1),
+        change_reason=None,
+    )
+    dose_batch = preparation.start_preparation(session, users["tech"], order, study)
+    cabinet = session.scalar(select(Workstation).where(Workstation.code == "BSC-02"))
+    assert cabinet is not None
+    if cabinet.current_batch_id not in (None, dose_batch.id):
+        holder = session.get(Batch, cabinet.current_batch_id)
+        if holder is not None and holder.subject_id != subject.id:
             workstations.clear_line(session, users["tech"], DEMO_PASSWORD, cabinet)
-        _run_steps(session, users, batch, STEP_SEQUENCE, study, cabinet)
-        vials = session.scalars(
-            select(Container)
-            .where(Container.din == batch.din, Container.kind == "cryovial")
-            .order_by(Container.id)
-        ).all()
-        files = {"container_labels": out / "cryovial-labels.pdf"}
-        files["container_labels"].write_bytes(
-            container_labels.print_container_labels(
-                session, users["tech"], vials, "", LabelStock("container", *study.label_stock.container)
-            )
-        )
-        subject_id = subject.id
-    with session_scope(factory) as session:
-        subject = session.get(Subject, subject_id)
-        assert subject is not None
-        order = order_service.place_order(
-            session,
-            users["inv"],
-            DEMO_PASSWORD,
-            subject,
-            study,
-            injection_number=1,
-            dose_cells=study.dosing.first_dose,
-            body_weight_kg=72.5,
-            first_due=clock.today() + timedelta(days=1),
-            change_reason=None,
-        )
-        dose_batch = preparation.start_preparation(session, users["tech"], order, study)
-        cabinet = session.scalar(select(Workstation).where(Workstation.code == "BSC-02"))
-        assert cabinet is not None
-        if cabinet.current_batch_id not in (None, dose_batch.id):
-            holder = session.get(Batch, cabinet.current_batch_id)
-            if holder is not None and holder.subject_id != subject.id:
-                workstations.clear_line(session, users["tech"], DEMO_PASSWORD, cabinet)
-        _run_steps(session, users, dose_batch, [(k, 1) for k in DOSE_STEPS[:5]], study, cabinet)
-        product = preparation.product_of(session, dose_batch)
-        assert product is not None
-        syringe_pdf = product_labels.print_product_labels(session, users["tech"], product, study, "")
-        shipper_pdf = product_labels.print_product_labels(
-            session, users["tech"], product, study, "", kind="shipper"
-        )
-        files["syringe_label"] = out / "syringe-label.pdf"
-        files["shipper_label"] = out / "shipper-label.pdf"
-        files["syringe_label"].write_bytes(syringe_pdf)
-        files["shipper_label"].write_bytes(shipper_pdf)
-        _run_steps(session, users, dose_batch, [("dose.label", 1)], study, cabinet)
-        label = product_labels.syringe_label(session, product, study)
-        from labels.data import barcode_strings
-        from mfg.study.service import coi_of
+    _run_steps(session, users, dose_batch, [(k, 1) for k in DOSE_STEPS[:5]], study, cabinet)
+    product = preparation.product_of(session, dose_batch)
+    assert product is not None
+    syringe_pdf = product_labels.print_product_labels(session, users["tech"], product, study, "")
+    shipper_pdf = product_labels.print_product_labels(
+        session, users["tech"], product, study, "", kind="shipper"
+    )
+    files[out / "syringe-label.pdf"] = syringe_pdf
+    files[out / "shipper-label.pdf"] = shipper_pdf
+    _run_steps(session, users, dose_batch, [("dose.label", 1)], study, cabinet)
+    label = product_labels.syringe_label(session, product, study)
+    from labels.data import barcode_strings
+    from mfg.study.service import coi_of
 
-        din = parse_din(product.din)
-        coi = coi_of(subject)
-        summary: dict[str, Any] = {
-            "subject": {
-                "study_subject_id": subject.study_subject_id,
-                "coi": coi.identifier,
-                "coi_check_character": coi.check_character,
-                "wristband": coi.code,
-            },
-            "dose": {
-                "prescribed_cells": product.prescribed_cells,
-                "delivered_cells": product.delivered_cells,
-                "final_volume_ml": product.final_volume_ml,
-                "status": product.status,
-            },
-            "syringe": {
-                "din": din.din,
-                "din_code": product.din,
-                "din_check_character": din.check_character,
-                "product_code": product.product_code,
-                "expiry": product_labels.expiry_local(product, study).isoformat(timespec="minutes"),
-                "barcodes": barcode_strings(label),
-            },
-            "files": [str(path) for path in files.values()],
-        }
-    return summary
+    din = parse_din(product.din)
+    coi = coi_of(subject)
+    summary: dict[str, Any] = {
+        "subject": {
+            "study_subject_id": subject.study_subject_id,
+            "coi": coi.identifier,
+            "coi_check_character": coi.check_character,
+            "wristband": coi.code,
+        },
+        "dose": {
+            "prescribed_cells": product.prescribed_cells,
+            "delivered_cells": product.delivered_cells,
+            "final_volume_ml": product.final_volume_ml,
+            "status": product.status,
+        },
+        "syringe": {
+            "din": din.din,
+            "din_code": product.din,
+            "din_check_character": din.check_character,
+            "product_code": product.product_code,
+            "expiry": product_labels.expiry_local(product, study).isoformat(timespec="minutes"),
+            "barcodes": barcode_strings(label),
+        },
+        "files": [str(path) for path in files],
+    }
+    return summary, files
