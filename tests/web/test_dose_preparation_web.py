@@ -60,6 +60,11 @@ def test_a_dose_is_prepared_and_labelled_through_the_terminal(
         if step_key == "dose.fill":
             page = tech.get(f"/bench/batches/{batch_id}").text
             assert "Fill plan" in page and "5.0e7 / 1.40e7" in page and "Draw <strong>3.6 mL</strong>" in page
+        if step_key == "dose.final_count":
+            # The delivered dose is computed, not typed: no input box the browser would insist on.
+            page = tech.get(f"/bench/batches/{batch_id}").text
+            assert 'name="f.post_fill_count"' in page and 'name="f.delivered_cells"' not in page
+            assert "computed when recorded" in page
         form = {**{f"f.{k}": v for k, v in values.items()}, "password": PASSWORD}
         response = tech.post(f"/bench/batches/{batch_id}/steps/{step_key}", data=form)
         assert response.status_code == 302, f"{step_key}: {response.text[:1500]}"
