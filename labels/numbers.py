@@ -28,19 +28,18 @@ def superscript_powers(text: str) -> str:
 def format_cells(value: float, style: CellStyle = "count") -> str:
     """A number of cells in scientific notation with three significant figures.
 
-    * ``count`` (measured): trailing zeros kept, "1.00 × 10⁵"; below 1000 written plainly ("512");
-      a negative or non-finite count raises ValueError.
+    * ``count`` (measured): trailing zeros kept, "1.00 × 10⁵"; below 1000 written plainly ("512").
     * ``dose`` (prescribed): trailing zeros dropped, "5 × 10⁷", "3.5 × 10⁷".
     * ``label``: as ``dose`` with at least one decimal, "5.0 × 10⁷", "1.05 × 10⁷".
+
+    A value no count can have (negative, not finite) is shown as it was recorded, never refused here: a page
+    or a batch record must show what is stored (its deviation says it is wrong), not fail on it.
     """
     number = float(value)
-    if style == "count":
-        if not math.isfinite(number) or number < 0:
-            raise ValueError(f"a cell count must be a finite number, 0 or above, got {value!r}")
-        if float(f"{number:.2e}") < 1000:  # rounding first: 999.6 becomes 1.00 × 10³
-            return f"{float(f'{number:.3g}'):g}"
-    elif not math.isfinite(number) or number <= 0:
+    if not math.isfinite(number) or number < 0 or (number == 0 and style != "count"):
         return f"{number:g}"
+    if style == "count" and float(f"{number:.2e}") < 1000:  # rounding first: 999.6 becomes 1.00 × 10³
+        return f"{float(f'{number:.3g}'):g}"
     mantissa, exponent_text = f"{number:.2e}".split("e")
     if style != "count":
         mantissa = mantissa.rstrip("0").rstrip(".")

@@ -274,7 +274,7 @@ def enrollment_form(world: World, **changes: str) -> dict[str, str]:
         "date_of_birth": "1970-05-17",
         "medical_record_number": "MRN-777",
         "site_id": str(world.site.id),
-        "consent_date": "2026-11-02",
+        "consent_date": "2026-10-15",
         "password": PASSWORD,
     }
     form.update(changes)

@@ -258,10 +258,17 @@ class DosePreparation(Capability):
             return checked, ParsedValue(f"{delivered:.4g}", delivered)
         if field.computes == "label_reconciliation":
             printed = labels_printed(ctx.session, ctx.batch)
-            applied, destroyed = (
-                int(typed[key].number or 0) if key in typed else 0
+            counted = [
+                typed[key].number or 0.0 if key in typed else 0.0
                 for key in ("labels_applied", "labels_destroyed")
-            )
+            ]
+            if any(count != int(count) or count < 0 for count in counted):
+                raise ValidationRefused(
+                    "labels are counted in whole numbers, 0 or more",
+                    entity_type="batch",
+                    entity_id=str(ctx.batch.id),
+                )
+            applied, destroyed = (int(count) for count in counted)
             unaccounted = printed - applied - destroyed
             if unaccounted == 0:
                 text = f"balanced: printed {printed} = applied {applied} + destroyed {destroyed}"

@@ -255,6 +255,12 @@ def cancel_order(session: Session, user: User, order: DoseOrder, reason: str) ->
             f"dose order #{order.id} is already cancelled ({order.cancel_reason or 'no reason recorded'})",
             order,
         )
+    if order.status != "ordered":
+        raise _refuse_order(
+            f"{_label(order)} is {order.status.replace('_', ' ')}: its dose exists and is accounted for by "
+            "its batch record; it cannot be cancelled",
+            order,
+        )
     audit_service.update(
         session,
         user.username,

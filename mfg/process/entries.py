@@ -22,6 +22,7 @@ from mfg.process.mbr import FieldDef
 from mfg.study.models import Subject
 
 FUTURE_SLACK = timedelta(minutes=5)  # terminal clocks and typing: "now" may be a few minutes ahead
+EARLIEST_YEAR = 2000  # no GMP record of this system predates it; an earlier year is a typing slip
 
 
 @dataclass
@@ -54,9 +55,12 @@ def parse_local_datetime(raw: str, label: str) -> datetime:
     """Times are typed on the facility's wall clock (a datetime-local input) and stored in UTC."""
     try:
         value = datetime.fromisoformat(raw.strip())
-    except ValueError:
+        when = clock.from_local(value)
+    except (ValueError, OverflowError):
         raise rules.FieldInputError(f"{label}: {raw!r} is not a date and time (YYYY-MM-DD HH:MM)") from None
-    return clock.from_local(value)
+    if when.year < EARLIEST_YEAR:
+        raise rules.FieldInputError(f"{label}: {raw} is before {EARLIEST_YEAR}: check the year")
+    return when
 
 
 def iso_utc(when: datetime) -> str:
@@ -114,6 +118,8 @@ def _container(ctx: EntryContext, f: FieldDef, raw: str) -> Entry:
 
 def _container_list(ctx: EntryContext, f: FieldDef, raw: str) -> Entry:
     scanned = list(dict.fromkeys(raw.replace(",", " ").split()))
+    if not scanned:
+        raise rules.FieldInputError(f"{f.label}: scan at least one {f.container_kind.replace('_', ' ')}")
     containers = [batch_container(ctx, f, code) for code in scanned]
     return Entry(f, rules.ParsedValue(" ".join(scanned)), containers=containers)
 

@@ -13,7 +13,7 @@ from mfg.errors import PermissionRefused, ValidationRefused
 from mfg.identity import rules as identity_rules
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
-from mfg.process.mbr import MasterBatchRecord
+from mfg.process.mbr import MasterBatchRecord, MbrDefinitionError
 from mfg.process.mbr_file import parse_mbr
 from mfg.process.models import MbrVersion
 
@@ -24,7 +24,17 @@ def _parsed(definition: str) -> MasterBatchRecord:
 
 
 def mbr_of(version: MbrVersion) -> MasterBatchRecord:
-    return _parsed(version.definition)
+    """The MBR a batch executes, from the text stored with its version (never from the packaged file)."""
+    try:
+        return _parsed(version.definition)
+    except MbrDefinitionError as exc:
+        # A version stored by an earlier release in a form this one does not read: say so, never a 500.
+        raise ValidationRefused(
+            f"{version.code} v{version.version} as stored cannot be read by this release ({exc}): "
+            "tell the system administrator",
+            entity_type="mbr_version",
+            entity_id=str(version.id),
+        ) from exc
 
 
 def register_mbr(session: Session, actor: str, definition: str) -> MbrVersion:

@@ -22,7 +22,7 @@ from mfg.custody import labels as container_labels
 from mfg.custody.models import Container
 from mfg.dosing import preparation, product_labels
 from mfg.dosing.models import DoseOrder
-from mfg.errors import Refusal
+from mfg.errors import Refusal, ValidationRefused
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.materials.models import Equipment, EquipmentUse, MaterialUse, ReagentLot
@@ -37,7 +37,15 @@ from mfg.process.models import (
 from mfg.study.definition import StudyDefinition, load_study
 from mfg.study.models import Subject
 from mfg.web import batch_page, charts, forms, security
-from mfg.web.transaction import back_to_referrer, commit_point, db, get_record, redirect_to, signed_in_user
+from mfg.web.transaction import (
+    back_to_referrer,
+    commit_point,
+    db,
+    get_record,
+    redirect_to,
+    same_site,
+    signed_in_user,
+)
 
 bp = Blueprint("bench", __name__, url_prefix="/bench")
 
@@ -126,7 +134,7 @@ def choose_workstation() -> Any:
     workstation = workstations.find_workstation(db(), request.form.get("code", ""))
     session["workstation_id"] = workstation.id
     flash(f"This terminal works at {workstation.code} ({workstation.name}).", "ok")
-    return redirect(request.form.get("next") or url_for("bench.index"))
+    return redirect(same_site(request.form.get("next"), "bench.index"))
 
 
 @bp.route("/workstation/clear", methods=["POST"])
@@ -136,7 +144,7 @@ def clear_line() -> Any:
     workstation = _required_workstation()
     workstations.clear_line(db(), signed_in_user(), request.form.get("password", ""), workstation)
     flash(f"Line clearance of {workstation.code} signed: the cabinet is free.", "ok")
-    return redirect(request.form.get("next") or url_for("bench.index"))
+    return redirect(same_site(request.form.get("next"), "bench.index"))
 
 
 def _batch_page(batch: Batch, *, error: str = "", status: int = 200, step: str | None = None) -> Any:
@@ -221,8 +229,13 @@ def correct(value_id: int) -> Any:
 @bp.route(f"/batches/{ID % 'batch_id'}/growth.svg")
 @security.roles_required(*BENCH_ROLES)
 def growth_svg(batch_id: int) -> Any:
-    batch_ = batches.get_batch(db(), batch_id)
-    rows = expansion.growth_table(growth.passages(db(), batch_))
+    batch_ = _url_batch(batch_id)
+    try:
+        rows = expansion.growth_table(growth.passages(db(), batch_))
+    except ValueError as exc:  # recorded times or counts no growth curve can be drawn from
+        raise ValidationRefused(
+            f"growth curve not drawn: {exc}", entity_type="batch", entity_id=str(batch_id)
+        ) from exc
     return Response(charts.growth_curve_svg(rows), mimetype="image/svg+xml")
 
 

@@ -23,6 +23,7 @@ import copy
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask, current_app, flash, g, redirect, request, session, url_for
 from flask_login import current_user
@@ -92,9 +93,29 @@ def actor_name() -> str:
     return current_user.username if current_user.is_authenticated else "anonymous"
 
 
+FORM_FIELDS_KEPT = 60  # more than any form of the system has: a flood of fields is not kept, only counted
+FORM_VALUE_KEPT = 200
+
+
 def _form_for_trail() -> dict[str, str]:
-    # What was typed stays on record with the refusal; secrets never do.
-    return {k: v[:200] for k, v in request.form.items() if "password" not in k and k != "csrf_token"}
+    # What was typed stays on record with the refusal; secrets never do, nor an unbounded flood of fields.
+    typed = [(k, v) for k, v in request.form.items(multi=True) if "password" not in k and k != "csrf_token"]
+    kept = {k[:FORM_VALUE_KEPT]: v[:FORM_VALUE_KEPT] for k, v in typed[:FORM_FIELDS_KEPT]}
+    if len(typed) > FORM_FIELDS_KEPT:
+        kept["(not kept)"] = f"{len(typed) - FORM_FIELDS_KEPT} more fields"
+    return kept
+
+
+def same_site(target: str | None, fallback: str) -> str:
+    """A redirect target on this site only (a path, or a full URL of this host); else ``fallback``'s URL.
+    An open redirect would let a link or a forged form borrow a trusted page to send a user elsewhere."""
+    if target and "\\" not in target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and target.startswith("/") and not target.startswith("//"):
+            return target
+        if parts.scheme in ("http", "https") and parts.netloc == request.host:
+            return urlunsplit(("", "", parts.path or "/", parts.query, ""))
+    return url_for(fallback)
 
 
 def status_of(refusal: Refusal) -> int:
@@ -234,7 +255,7 @@ def back_to_referrer(fallback: str = "home.index", *, prefix: str = "Refused: ")
 
     def on_refusal(refusal: Refusal, _status: int, **_view_args: Any) -> Any:
         flash(f"{prefix}{refusal.message}", "error")
-        return redirect(request.referrer or url_for(fallback))
+        return redirect(same_site(request.referrer, fallback))
 
     return on_refusal
 

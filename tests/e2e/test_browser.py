@@ -78,7 +78,7 @@ def test_coordinator_enrolls_a_subject_with_the_keyboard(
     page.fill("input[name=date_of_birth]", "1970-05-06")  # type: ignore[attr-defined]
     page.fill("input[name=medical_record_number]", "MRN-77")  # type: ignore[attr-defined]
     page.select_option("select[name=site_id]", label="Rochester clinic")  # type: ignore[attr-defined]
-    page.fill("input[name=consent_date]", "2026-11-02")  # type: ignore[attr-defined]
+    page.fill("input[name=consent_date]", "2026-10-15")  # type: ignore[attr-defined]
     page.fill("input[name=password]", "wrong-password")  # type: ignore[attr-defined]
     page.press("input[name=password]", "Enter")  # type: ignore[attr-defined]
     refusal = page.locator(".refusal")  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from mfg.dosing import service as order_service
 from mfg.dosing.models import DoseOrder, FinalProduct
 from mfg.errors import Refusal
 from mfg.process import batches
-from mfg.process.models import Batch, Deviation
+from mfg.process.models import Batch, Deviation, StepRecord
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
 from tests.bench_data import STEP_SEQUENCE, Bench, step_values
@@ -262,3 +262,48 @@ def test_a_forty_character_name_keeps_every_barcode_readable(
         barcode_strings(product_labels.syringe_label(session, product, study)).values()
     )
     assert long_name in text
+
+
+# --- found by the red team of the engine split; each failed before its fix ----------------------------------
+
+
+def test_a_thaw_with_no_vial_scanned_is_refused(
+    session: Session, world: World, study: StudyDefinition, bench: Bench
+) -> None:
+    """A lone separator once passed as the vial list: a syringe with no lineage, ready for release."""
+    subject = _banked_subject(session, world, study, bench)
+    order = _order(session, world, study, subject)
+    with pytest.raises(Refusal, match="scan at least one cryovial"):
+        _prepare(session, world, study, bench, order, **{"dose.thaw": {"vials": " , "}})
+    session.rollback()
+    assert (
+        session.scalar(select(func.count()).select_from(StepRecord).where(StepRecord.step_key == "dose.thaw"))
+        == 0
+    )
+
+
+def test_an_order_being_or_been_prepared_cannot_be_cancelled(
+    session: Session, world: World, study: StudyDefinition, bench: Bench
+) -> None:
+    """Cancelling a prepared order let the same injection be ordered and prepared a second time."""
+    subject = _banked_subject(session, world, study, bench)
+    order = _order(session, world, study, subject)
+    _prepare(session, world, study, bench, order)
+    with pytest.raises(Refusal, match="cannot be cancelled"):
+        order_service.cancel_order(session, world.users["investigator"], order, "changed my mind")
+    session.rollback()
+    assert order.status in ("in_preparation", "prepared")
+
+
+def test_labels_are_reconciled_in_whole_numbers(
+    session: Session, world: World, study: StudyDefinition, bench: Bench, prepared: Batch
+) -> None:
+    """1.9 labels applied was read as 1, and 2 printed = 1 + 1 reported as balanced."""
+    product = preparation.product_of(session, prepared)
+    assert product is not None
+    product_labels.print_product_labels(session, world.users["technician"], product, study, "")
+    session.commit()
+    values = {**step_values(session, prepared, "dose.label", clock.now()), "labels_applied": "0.9"}
+    with pytest.raises(Refusal, match="whole numbers"):
+        run_step(session, world, study, prepared, bench, "dose.label", values=values)
+    session.rollback()

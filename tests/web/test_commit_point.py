@@ -136,7 +136,7 @@ REFUSED_POSTS: dict[str, tuple[str, str, Callable[[World], dict[str, str]], int,
         lambda world: enrollment_form(world, password=""),
         422,
         "enter your password to sign",
-        ['value="ALS-002"', 'value="Casey Sample"', 'value="1970-05-17"', 'value="2026-11-02"'],
+        ['value="ALS-002"', 'value="Casey Sample"', 'value="1970-05-17"', 'value="2026-10-15"'],
     ),
     "an account whose username is taken": (
         "admin",

@@ -366,7 +366,7 @@ def test_admin_cannot_enroll_even_with_a_complete_form(
             "date_of_birth": "1970-01-01",
             "medical_record_number": "MRN-9",
             "site_id": str(world.site.id),
-            "consent_date": "2026-11-01",
+            "consent_date": "2026-10-15",
             "password": "correct-horse-42",
         },
     )
