@@ -29,7 +29,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     capabilities.install()
 
     clock.use_facility_zone(load_study(app.config["STUDY"]).facility.time_zone)
-    engine = make_engine(app.config["DATABASE_URL"])
+    # Readers begin deferred; a writing request declares itself first (mfg.web.transaction.begin_writing).
+    engine = make_engine(app.config["DATABASE_URL"], begin="declared")
     app.extensions["mfg.engine"] = engine
     app.extensions["mfg.sessions"] = make_session_factory(engine)
 

@@ -1,11 +1,14 @@
 """Database plumbing shared by every capability: the declarative base, engines and sessions.
 
-Two things here exist for the audit trail's sake:
+Writers lock before their first read; readers never lock (DESIGN §7):
 
-* On SQLite every transaction starts with ``BEGIN IMMEDIATE`` so that "read the chain head, append the next
-  event" cannot interleave between processes (pysqlite's default deferred transactions fork the chain).
-* On PostgreSQL every flush that writes takes a transaction-level advisory lock first, so all GMP writers
-  queue in one order; taking it before any row lock also rules out deadlocks between chain and rows.
+* A transaction that may write starts with ``begin_writing``: on SQLite ``BEGIN IMMEDIATE`` (the write lock
+  before anything is read, so "read, then write" cannot interleave between processes), on PostgreSQL a
+  transaction-level advisory lock before any SELECT, so every writer reads what the previous one committed
+  and the audit trail's "old" values are never stale.
+* A read-only transaction of the web application starts with a plain deferred ``BEGIN`` (SQLite's WAL lets
+  it read beside the writer) and takes no lock.
+* Any flush that writes still takes the PostgreSQL lock if nothing took it before (the last safety net).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import Dialect
@@ -30,6 +33,9 @@ NAMING_CONVENTION = {
 
 # Any constant will do; it names "the audit chain" among advisory locks.
 AUDIT_CHAIN_LOCK_KEY = 0x4D4647_0001
+# The execution option that marks a connection's transaction as a writer's (SQLite: BEGIN IMMEDIATE).
+WRITING = "mfg_writing"
+SqliteBegin = Literal["immediate", "deferred", "declared"]
 
 
 class Base(DeclarativeBase):
@@ -66,9 +72,13 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
-    """An engine for ``url``. ``immediate=False`` (SQLite only) is for read-mostly inspection, such as tests
-    looking at what the application stored: its transactions start deferred and never block writers."""
+def make_engine(url: str, *, begin: SqliteBegin = "immediate", **kwargs: Any) -> Engine:
+    """An engine for ``url``. How SQLite transactions begin:
+
+    * ``immediate`` (the CLI, scripts): every transaction is a writer's, ``BEGIN IMMEDIATE``;
+    * ``declared`` (the web application): deferred, unless ``begin_writing`` declared it a writer's;
+    * ``deferred``: read-mostly inspection, such as tests looking at what the application stored.
+    """
     url = normalise_url(url)
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {})
@@ -76,11 +86,11 @@ def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
         kwargs["connect_args"].setdefault("check_same_thread", False)
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine, "BEGIN IMMEDIATE" if immediate else "BEGIN")
+        _configure_sqlite(engine, begin)
     return engine
 
 
-def _configure_sqlite(engine: Engine, begin: str) -> None:
+def _configure_sqlite(engine: Engine, begin: SqliteBegin) -> None:
     # SQLAlchemy's documented recipe: let SQLAlchemy, not pysqlite, emit BEGIN.
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -94,12 +104,24 @@ def _configure_sqlite(engine: Engine, begin: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql(begin)
+        writing = begin == "immediate" or (
+            begin == "declared" and connection.get_execution_options().get(WRITING, False)
+        )
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     factory = sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)
     return factory
+
+
+def begin_writing(session: Session) -> None:
+    """Start the session's transaction as a writer's, before it reads anything: what it read so far (the
+    signed-in account, say) is rolled back and will be read again under the lock."""
+    if session.in_transaction():
+        session.rollback()
+    session.connection(execution_options={WRITING: True})
+    lock_audit_chain(session)
 
 
 def lock_audit_chain(session: Session) -> None:
@@ -123,9 +145,11 @@ def _forget_lock(session: Session, transaction: Any) -> None:
 
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A unit of work for the CLI and scripts: commit on success, roll back on any error."""
+    """A unit of work for the CLI and scripts: it writes, so it locks before its first read; it commits on
+    success and rolls back on any error."""
     session = factory()
     try:
+        begin_writing(session)
         yield session
         session.commit()
     except BaseException:

@@ -163,7 +163,7 @@ def database_url(db_server: DatabaseServer) -> Iterator[str]:
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     # Deferred transactions on SQLite: what a test reads never holds the write lock the app under test needs.
-    engine = make_engine(database_url, immediate=False)
+    engine = make_engine(database_url, begin="deferred")
     yield engine
     engine.dispose()
 

@@ -31,6 +31,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.orm import Session
 
 from mfg.audit import service as audit_service
+from mfg.db import begin_writing as db_begin_writing
 from mfg.errors import NotFound, PermissionRefused, Refusal, SignatureRefused, ValidationRefused
 from mfg.identity.models import User
 
@@ -84,9 +85,9 @@ def signed_in_user() -> User:
 
 def begin_writing(session_: Session) -> None:
     """Called before anything is read in a transaction that may write: the request of a writing view, and the
-    transaction that records a refusal or a sign-out."""
-    # Nothing yet. A later issue takes the audit-chain lock here, before the first read (DESIGN §7: a request
-    # that may write takes the chain lock before its first read and re-reads under it).
+    transaction that records a refusal or a sign-out. It takes the chain lock first (DESIGN §7), so what the
+    request reads is what the previous writer committed; a read-only request never waits for it."""
+    db_begin_writing(session_)
 
 
 def actor_name() -> str:
