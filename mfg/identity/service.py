@@ -229,6 +229,8 @@ def sign(
     session.flush()
     entity_type = audit_service.entity_type_of(obj)
     entity_id = audit_service.entity_id_of(obj)
+    content_sha256 = rules.content_sha256(entity_type, entity_id, signed_content(obj, meaning))
+    _refuse_a_replay(session, entity_type, entity_id, meaning, content_sha256)
     signature = Signature(
         signer_id=signer.id,
         printed_name=signer.full_name,
@@ -237,10 +239,33 @@ def sign(
         meaning=meaning,
         entity_type=entity_type,
         entity_id=entity_id,
-        content_sha256=rules.content_sha256(entity_type, entity_id, signed_content(obj, meaning)),
+        content_sha256=content_sha256,
         comment=comment,
     )
     return audit_service.create(session, signer.username, signature)
+
+
+def _refuse_a_replay(
+    session: Session, entity_type: str, entity_id: str, meaning: str, content_sha256: str
+) -> None:
+    """One signature of a meaning per version of a record: the same verification posted again is refused."""
+    earlier = session.scalar(
+        select(Signature)
+        .where(
+            Signature.entity_type == entity_type,
+            Signature.entity_id == entity_id,
+            Signature.meaning == meaning,
+            Signature.content_sha256 == content_sha256,
+        )
+        .limit(1)
+    )
+    if earlier is not None:
+        raise SignatureRefused(
+            f"this version of the record is already signed '{meaning}' by {earlier.printed_name} "
+            f"at {earlier.signed_at:%Y-%m-%d %H:%M} UTC: not signed again",
+            entity_type=entity_type,
+            entity_id=entity_id,
+        )
 
 
 def find_signer(session: Session, username: str) -> User:

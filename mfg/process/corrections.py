@@ -71,4 +71,19 @@ def correct_value(
     audit_service.create(session, user.username, new_row, reason=reason.strip())
     if not spec_ok:
         open_deviation(session, user.username, batch, record, entry, step)
+    if step.critical and record.status == "done":
+        _reopen(session, user, record, f.label)
     return new_row
+
+
+def _reopen(session: Session, user: User, record: StepRecord, label: str) -> None:
+    """The verifier signed the old value: the corrected one is verified again before the batch goes on."""
+    audit_service.update(
+        session,
+        user.username,
+        record,
+        reason=f"{label} corrected: a second person verifies the corrected value",
+        action="reopen",
+        status="awaiting_verification",
+        verified_by_id=None,
+    )

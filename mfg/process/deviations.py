@@ -16,7 +16,7 @@ from mfg.identity.models import User
 from mfg.process.batches import get_batch
 from mfg.process.entries import Entry
 from mfg.process.mbr import StepDef
-from mfg.process.models import Batch, Deviation, StepRecord
+from mfg.process.models import Batch, Deviation, FieldValue, StepRecord
 
 
 def open_deviation(
@@ -71,6 +71,7 @@ def assess_deviation(
             entity_type="deviation",
             entity_id=str(deviation.id),
         )
+    _require_independent(session, supervisor, deviation, "assess")
     audit_service.update(
         session,
         supervisor.username,
@@ -99,6 +100,23 @@ def assess_deviation(
         )
 
 
+def _require_independent(session: Session, user: User, deviation: Deviation, what: str) -> None:
+    """Whoever performed the step or entered the value that opened a deviation does not judge it."""
+    record = session.get(StepRecord, deviation.step_record_id)
+    value_by = session.scalars(
+        select(FieldValue.entered_by_id).where(
+            FieldValue.step_record_id == deviation.step_record_id, FieldValue.field_key == deviation.field_key
+        )
+    ).all()
+    if (record is not None and record.performed_by_id == user.id) or user.id in value_by:
+        raise PermissionRefused(
+            f"{user.username} performed the step or entered the value behind {deviation.number}: "
+            f"another person must {what} it",
+            entity_type="deviation",
+            entity_id=str(deviation.id),
+        )
+
+
 def close_deviation(
     session: Session, qa: User, password: str, deviation: Deviation, investigation: str, root_cause: str
 ) -> None:
@@ -121,6 +139,7 @@ def close_deviation(
             entity_type="deviation",
             entity_id=str(deviation.id),
         )
+    _require_independent(session, qa, deviation, "close")
     audit_service.update(
         session,
         qa.username,

@@ -140,8 +140,14 @@ def current_of(rows: Sequence[FieldValue]) -> dict[str, FieldValue]:
 
 
 def signed_values(rows: Sequence[FieldValue]) -> dict[str, str]:
-    """What a step's signatures cover of its values: the current text of each field."""
-    return {key: row.value for key, row in sorted(current_of(rows).items())}
+    """What a step's signatures cover of its values: the current text of each field and, once anything was
+    corrected, which rows the corrections superseded. A signature thus binds to a version of the values: put
+    back as it was, a corrected value still leaves the earlier signature invalid."""
+    signed = {key: row.value for key, row in sorted(current_of(rows).items())}
+    superseded = sorted(row.supersedes_id for row in rows if row.supersedes_id is not None)
+    if superseded:
+        signed["(superseded)"] = " ".join(str(row_id) for row_id in superseded)
+    return signed
 
 
 class Deviation(Audited, Base):

@@ -18,7 +18,7 @@ from mfg.custody.models import Container
 from mfg.errors import NotFound, PermissionRefused, SignatureRefused, ValidationRefused
 from mfg.identity import rules as identity_rules
 from mfg.identity import service as identity_service
-from mfg.identity.models import User
+from mfg.identity.models import Signature, User
 from mfg.materials.models import EquipmentUse, MaterialUse
 from mfg.process import rules
 from mfg.process.batches import batch_mbr, current_values, get_batch, latest_record, progress_of
@@ -121,7 +121,36 @@ def _recordable_step(session: Session, user: User, batch: Batch, step_key: str) 
     problem = rules.step_problem(mbr, step, progress_of(session, batch))
     if problem:
         raise rules.StepOrderRefused(problem, entity_type="batch", entity_id=str(batch.id))
+    reopened = reopened_for_verification(session, batch)
+    if reopened is not None:
+        raise rules.BatchStopped(
+            f"the batch is held: a corrected value of '{mbr.step(reopened.step_key).title}' waits for "
+            "a second person's verification",
+            entity_type="batch",
+            entity_id=str(batch.id),
+        )
     return step
+
+
+def reopened_for_verification(session: Session, batch: Batch) -> StepRecord | None:
+    """A verified step whose value was corrected since: it holds the whole batch until verified again."""
+    waiting = session.scalars(
+        select(StepRecord).where(
+            StepRecord.batch_id == batch.id, StepRecord.status == "awaiting_verification"
+        )
+    ).all()
+    if not waiting:
+        return None
+    verified = set(
+        session.scalars(
+            select(Signature.entity_id).where(
+                Signature.entity_type == "step_record",
+                Signature.meaning == "verified",
+                Signature.entity_id.in_([str(r.id) for r in waiting]),
+            )
+        )
+    )
+    return next((r for r in waiting if str(r.id) in verified), None)
 
 
 def _performed_at(submission: StepSubmission, batch: Batch, entered_at: datetime) -> datetime:
@@ -300,6 +329,17 @@ def verify_step(session: Session, verifier: User, password: str, record: StepRec
     identity_rules.require_different_person(
         performer.username if performer else "", verifier.username, f"'{step.title}'"
     )
+    corrected_by = session.scalars(
+        select(FieldValue.entered_by_id).where(
+            FieldValue.step_record_id == record.id, FieldValue.supersedes_id.is_not(None)
+        )
+    ).all()
+    if verifier.id in corrected_by:
+        raise SignatureRefused(
+            f"{verifier.username} corrected a value of '{step.title}': another person verifies it",
+            entity_type="step_record",
+            entity_id=str(record.id),
+        )
     identity_service.sign(session, verifier, password, "verified", record, comment=step.title)
     audit_service.update(
         session,
