@@ -24,9 +24,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(settings)
     from mfg import capabilities, clock
+    from mfg.audit import key as audit_key
     from mfg.study.definition import load_study
 
     capabilities.install()
+    # Every event the app writes is keyed: no key, no app (`mfg init` makes it).
+    audit_key.use_key(audit_key.load_key(Path(app.config["AUDIT_KEY_FILE"])))
 
     clock.use_facility_zone(load_study(app.config["STUDY"]).facility.time_zone)
     # Readers begin deferred; a writing request declares itself first (mfg.web.transaction.begin_writing).

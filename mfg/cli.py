@@ -50,6 +50,23 @@ def database_is_current(engine: Engine, url: str) -> bool:
         return set(MigrationContext.configure(conn).get_current_heads()) == heads
 
 
+def prepare(url: str, engine: Engine) -> None:
+    """What `mfg init` does: migrate, make the audit key if there is none (mode 0600), and key the trail from
+    here on if it was written before the key existed."""
+    from mfg.audit import key as audit_key
+    from mfg.audit import service as audit_service
+
+    upgrade_database(url)
+    path = audit_key.key_path()
+    if audit_key.create_key_file(path):
+        click.echo(f"audit key created at {path} (mode 0600): back it up, away from the database backups")
+    audit_key.use_key(audit_key.load_key(path))
+    with session_scope(make_session_factory(engine)) as session:
+        covered = audit_service.introduce_key(session, _actor())
+    if covered:
+        click.echo(f"audit trail keyed from here on; {covered} earlier events rest on its SHA-256 chain")
+
+
 def _engine() -> tuple[str, Engine]:
     url = mfg_config.database_url()
     return url, make_engine(url)
@@ -68,19 +85,25 @@ def cli() -> None:
 def main() -> None:
     """Entry point: database trouble is reported in one line, not as a stack trace."""
     from mfg import capabilities
+    from mfg.audit.key import AuditKeyMissing
 
     capabilities.install()
     try:
         cli()
+    except AuditKeyMissing as exc:
+        _fail(str(exc))
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         _fail(f"database problem: {detail}")
 
 
-@cli.command(help="Create the database or upgrade it to the latest migration (safe to repeat).")
+@cli.command(
+    help="Create the database or upgrade it to the latest migration, and the audit key if missing "
+    "(safe to repeat)."
+)
 def init() -> None:
     url, engine = _engine()
-    upgrade_database(url)
+    prepare(url, engine)
     click.echo(f"database ready at revision head ({engine.url.render_as_string(hide_password=True)})")
 
 
@@ -98,7 +121,7 @@ def serve(host: str, port: int, threads: int, demo: bool) -> None:
 
     url, engine = _engine()
     if demo:
-        upgrade_database(url)
+        prepare(url, engine)
         from mfg.demo import DEMO_PASSWORD, seed_demo
 
         with session_scope(make_session_factory(engine)) as session:
@@ -131,7 +154,7 @@ def demo(out_dir: Path) -> None:
     from mfg.demo import run_reference_scenario
 
     url, engine = _engine()
-    upgrade_database(url)
+    prepare(url, engine)
     try:
         with session_scope(make_session_factory(engine)) as session:
             summary, files = run_reference_scenario(session, out_dir.resolve(), _actor())
@@ -224,18 +247,75 @@ def audit() -> None:
     pass
 
 
+SHOWN_PROBLEMS = 50
+
+
 @audit.command("verify")
 def audit_verify() -> None:
-    """Recompute the hash chain and compare every audited row with its trail."""
+    """Recompute the hash chain and every event's HMAC, hold the chain against every checkpoint, and compare
+    every audited row with its trail. Reports every problem; exit 1 if there is any."""
+    from mfg.audit import key as audit_key
     from mfg.audit import service as audit_service
 
+    key = audit_key.load_key(audit_key.key_path())
+    checkpoint_file = audit_key.checkpoint_path()
+    checkpoints, unreadable = audit_key.read_checkpoints(checkpoint_file)
     _url, engine = _engine()
     session = make_session_factory(engine)()
     try:
-        result = audit_service.verify(session)
+        result = audit_service.verify(session, key=key, checkpoints=checkpoints)
     finally:
         session.close()
-    if not result.ok:
-        click.echo(f"audit trail BROKEN: {result.problem}")
+    problems = [*unreadable, *result.problems]
+    if result.legacy_events:
+        click.echo(
+            f"{result.legacy_events} events precede the audit key's introduction: "
+            "they are covered by the SHA-256 chain, not by HMACs"
+        )
+    if checkpoint_file.exists():
+        click.echo(f"held against {result.checkpoints} checkpoints in {checkpoint_file}")
+    else:
+        click.echo(f"no checkpoint file at {checkpoint_file}: the chain's head is not anchored")
+    if problems:
+        click.echo(f"audit trail BROKEN: {len(problems)} problems")
+        for problem in problems[:SHOWN_PROBLEMS]:
+            click.echo(f"  {problem}")
+        if len(problems) > SHOWN_PROBLEMS:
+            click.echo(f"  … and {len(problems) - SHOWN_PROBLEMS} more")
         sys.exit(1)
     click.echo(f"audit trail intact: {result.events} events")
+
+
+@audit.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Append the chain head (last event id, its hash, UTC time, their HMAC) to the checkpoint file."""
+    from mfg import clock
+    from mfg.audit import key as audit_key
+    from mfg.audit import rules
+    from mfg.audit import service as audit_service
+
+    key = audit_key.load_key(audit_key.key_path())
+    checkpoint_file = audit_key.checkpoint_path()
+    checkpoints, _unreadable = audit_key.read_checkpoints(checkpoint_file)
+    _url, engine = _engine()
+    session = make_session_factory(engine)()
+    try:
+        head = audit_service.chain_head(session)
+        if head is None:
+            click.echo("the audit trail is empty: nothing to anchor")
+            return
+        # Cheap checks, so that a forged head or a truncated chain is never anchored (verify does the rest).
+        if head.hmac is None or head.hmac != rules.event_hmac(key, head.hash):
+            _fail(f"audit event {head.id} (the head) is not keyed with the audit key: run `mfg audit verify`")
+        if checkpoints:
+            _line, last = checkpoints[-1]
+            if audit_service.event_hash_at(session, last.event_id) != last.hash:
+                _fail(
+                    f"the chain no longer holds the last checkpoint's event {last.event_id} ({last.at}): "
+                    "run `mfg audit verify`"
+                )
+        checkpoint = rules.make_checkpoint(key, head.id, head.hash, clock.now())
+    finally:
+        session.close()
+    audit_key.append_checkpoint(checkpoint_file, checkpoint)
+    click.echo(f"checkpoint: audit event {checkpoint.event_id} at {checkpoint.at} -> {checkpoint_file}")

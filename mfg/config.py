@@ -6,6 +6,7 @@ MFG_INSTANCE_PATH     where the SQLite file and generated key live (default: ./i
 MFG_IDLE_TIMEOUT_MINUTES   idle session timeout at shared terminals (default 15)
 MFG_LOCKOUT_THRESHOLD      failed logins before an account locks (default 5)
 MFG_STUDY             study definition key in mfg/studies (default aamsc)
+MFG_AUDIT_KEY_FILE    the audit trail's HMAC key (default: instance folder, audit.key, made by `mfg init`)
 MFG_ARGON2_TIME_COST / MFG_ARGON2_MEMORY_KIB / MFG_ARGON2_PARALLELISM   password hashing cost
 """
 
@@ -74,6 +75,7 @@ def from_environment(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         ),
         "LOCKOUT_THRESHOLD": _int_env("MFG_LOCKOUT_THRESHOLD", DEFAULT_LOCKOUT_THRESHOLD, 1, 100),
         "STUDY": os.environ.get("MFG_STUDY", DEFAULT_STUDY),
+        "AUDIT_KEY_FILE": os.environ.get("MFG_AUDIT_KEY_FILE") or str(instance / "audit.key"),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_TIME_LIMIT": None,  # the idle timeout ends sessions; a token must not expire mid-step

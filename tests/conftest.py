@@ -7,20 +7,27 @@ template, then one copy per test) and drops them all at the end: nothing depends
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# Each run makes its own audit key, outside the worktree, before anything reads it; subprocesses (run_cli,
+# spawned writers, which import this file again) inherit it, and the checkpoint file beside it.
+os.environ["MFG_TEST_RUN_DIR"] = os.environ.get("MFG_TEST_RUN_DIR") or tempfile.mkdtemp(prefix="mfg-test-")
+os.environ["MFG_AUDIT_KEY_FILE"] = str(Path(os.environ["MFG_TEST_RUN_DIR"]) / "audit.key")
+os.environ["MFG_CHECKPOINT_FILE"] = str(Path(os.environ["MFG_TEST_RUN_DIR"]) / "checkpoints.jsonl")
 
 # Tests create many accounts and sign many records: argon2's production cost (~160 ms) would dominate.
 os.environ.setdefault("MFG_ARGON2_TIME_COST", "1")
 os.environ.setdefault("MFG_ARGON2_MEMORY_KIB", "1024")
 os.environ.setdefault("MFG_ARGON2_PARALLELISM", "1")
 
-import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from mfg import capabilities, create_app
+from mfg.audit import key as audit_key
 from mfg.cli import upgrade_database
 from mfg.db import make_engine, make_session_factory, normalise_url
 from mfg.identity import service as identity_service
@@ -38,6 +46,9 @@ from mfg.identity.models import User
 from mfg.study import service as study_service
 from mfg.study.definition import StudyDefinition, load_study
 from mfg.study.models import Site, Subject
+
+# This run's audit key, made before any test module (some build an app while they are collected) needs it.
+audit_key.create_key_file(audit_key.key_path())
 
 PASSWORD = "correct-horse-42"
 ON_CI = os.environ.get("CI", "").lower() == "true"
@@ -144,6 +155,14 @@ class DatabaseServer:
 def _installed_capabilities() -> None:
     """What every entry point does at start-up: plug dose preparation into the step engine."""
     capabilities.install()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _audit_key() -> Iterator[Path]:
+    """This run's audit key (made at import), removed with its folder at the end."""
+    path = audit_key.key_path()
+    yield path
+    shutil.rmtree(path.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -319,9 +338,13 @@ def login(client: FlaskClient, username: str, password: str = PASSWORD) -> Any:
 
 
 def run_cli(
-    database_url: str, *args: str, stdin: str = "", tmp_path: Path | None = None
+    database_url: str,
+    *args: str,
+    stdin: str = "",
+    tmp_path: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MFG_DATABASE_URL": database_url}
+    env = {**os.environ, "MFG_DATABASE_URL": database_url, **(env or {})}
     if tmp_path is not None:
         env["MFG_INSTANCE_PATH"] = str(tmp_path)
     return subprocess.run(

@@ -57,8 +57,30 @@ def never_deleted(dialect: str, table: str) -> list[str]:
     raise NotImplementedError(f"no delete triggers for {dialect}")
 
 
+def refuse_replace(dialect: str, table: str, unique_columns: tuple[str, ...] = ("id",)) -> list[str]:
+    """SQLite's ``REPLACE INTO`` / ``INSERT OR REPLACE`` deletes the row it conflicts with without firing
+    DELETE triggers (unless the connection turned on ``recursive_triggers``, which a sqlite3 shell does not).
+    A BEFORE INSERT trigger runs before that conflict is resolved: it refuses an insert that would replace.
+    PostgreSQL has no REPLACE, and its ``ON CONFLICT DO UPDATE`` fires the UPDATE trigger."""
+    if dialect != "sqlite":
+        return []
+    clash = " OR ".join(f"{column} = NEW.{column}" for column in unique_columns)
+    return [
+        f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} "
+        f"WHEN EXISTS (SELECT 1 FROM {table} WHERE {clash}) "
+        f"BEGIN SELECT RAISE(ABORT, 'REPLACE on {table} is not allowed: the audit trail is append-only'); "
+        "END",
+    ]
+
+
 def drop_triggers(dialect: str, table: str) -> list[str]:
-    names = [f"{table}_no_update", f"{table}_no_delete", f"{table}_append_only", f"{table}_no_truncate"]
+    names = [
+        f"{table}_no_update",
+        f"{table}_no_delete",
+        f"{table}_append_only",
+        f"{table}_no_truncate",
+        f"{table}_no_replace",
+    ]
     if dialect == "sqlite":
         return [f"DROP TRIGGER IF EXISTS {name}" for name in names]
     return [f"DROP TRIGGER IF EXISTS {name} ON {table}" for name in names]

@@ -12,7 +12,8 @@ class AuditEvent(Base):
     """One link of the chain. The database refuses UPDATE and DELETE on this table (see the migration).
 
     ``id`` is assigned by the appender under the chain lock, so ids are gapless and in chain order: a removed
-    row shows as a gap as well as a broken link.
+    row shows as a gap as well as a broken link. ``hmac`` is not part of ``hash``: the chain is the same with
+    or without the key, and the key proves who could write it.
     """
 
     __tablename__ = "audit_event"
@@ -30,6 +31,9 @@ class AuditEvent(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    # HMAC-SHA256 of ``hash`` under the audit key, which is kept outside the database (mfg.audit.key).
+    # NULL only on events written before the key existed (see rules.check_chain).
+    hmac: Mapped[str | None] = mapped_column(String(64))
 
 
 class Audited:

@@ -6,14 +6,15 @@ Services call :func:`create`, :func:`update` or :func:`record_event`; none of th
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import inspect, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
 from mfg import clock
+from mfg.audit import key as audit_key
 from mfg.audit import rules
 from mfg.audit.models import Audited, AuditEvent
 from mfg.db import Base, lock_audit_chain
@@ -81,7 +82,9 @@ def record_event(
     detail: Mapping[str, Any] | None = None,
     reason: str | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain. Serialised by the chain lock, so the chain never forks."""
+    """Append one event to the chain, keyed with the audit key. Serialised by the chain lock, so the chain
+    never forks."""
+    key = audit_key.current_key()  # before anything is written: no key, no event
     lock_audit_chain(session)
     head = session.execute(
         select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
@@ -99,7 +102,8 @@ def record_event(
         reason=reason,
         prev_hash=prev_hash,
     )
-    event = AuditEvent(**record.__dict__, hash=rules.event_hash(record))
+    event_hash = rules.event_hash(record)
+    event = AuditEvent(**record.__dict__, hash=event_hash, hmac=rules.event_hmac(key, event_hash))
     session.add(event)
     session.flush()
     return event
@@ -171,6 +175,43 @@ def update(
     return changes
 
 
+# --- the key's introduction and the chain head ----------------------------------------------------------
+
+
+def introduce_key(session: Session, actor: str) -> int:
+    """On a trail written before the audit key existed (events, none of them keyed), append the keyed event
+    that marks where keyed events begin. Returns how many unkeyed events it covers (0: nothing to do).
+
+    Once any event is keyed, this does nothing: an unkeyed event after that is someone writing without the
+    key, and no later `mfg init` may bless it."""
+    lock_audit_chain(session)
+    if session.scalar(select(AuditEvent.id).where(AuditEvent.hmac.is_not(None)).limit(1)):
+        return 0
+    unkeyed = session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.hmac.is_(None)))
+    if not unkeyed:
+        return 0
+    record_event(
+        session,
+        actor=actor,
+        action=rules.KEY_INTRODUCED,
+        entity_type="audit_key",
+        entity_id="1",
+        detail={"unkeyed_events_before": unkeyed},
+        reason="the audit trail is keyed from here on; earlier events are covered by the SHA-256 chain",
+    )
+    return unkeyed
+
+
+def chain_head(session: Session) -> AuditEvent | None:
+    return session.scalars(
+        select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1).execution_options(populate_existing=True)
+    ).first()
+
+
+def event_hash_at(session: Session, event_id: int) -> str | None:
+    return session.scalar(select(AuditEvent.hash).where(AuditEvent.id == event_id))
+
+
 # --- verification -------------------------------------------------------------------------------------
 
 
@@ -178,8 +219,15 @@ def update(
 class VerifyResult:
     ok: bool
     events: int
-    problem: str = ""
+    problems: tuple[str, ...] = ()
     broken_event_id: int | None = None
+    legacy_events: int = 0
+    checkpoints: int = 0
+
+    @property
+    def problem(self) -> str:
+        """The first problem (every one is in ``problems``)."""
+        return self.problems[0] if self.problems else ""
 
 
 def _stored_events(session: Session, keep: set[Any]) -> Iterator[rules.StoredEvent]:
@@ -202,6 +250,7 @@ def _stored_events(session: Session, keep: set[Any]) -> Iterator[rules.StoredEve
                 prev_hash=event.prev_hash,
             ),
             stored_hash=event.hash,
+            stored_hmac=event.hmac,
         )
         _release(session, event, keep)
 
@@ -212,20 +261,21 @@ def _release(session: Session, obj: Any, keep: set[Any]) -> None:
         session.expunge(obj)
 
 
-def verify(session: Session) -> VerifyResult:
-    """Recompute the chain, then compare every audited row with the state its events say it has."""
+def verify(
+    session: Session,
+    *,
+    key: bytes | None = None,
+    checkpoints: Iterable[tuple[int, rules.Checkpoint]] = (),
+) -> VerifyResult:
+    """Recompute the chain and its HMACs (``key``: default the configured audit key), hold it against the
+    ``checkpoints``, then compare every audited row with the state its events say it has. Every problem found
+    is reported, not only the first."""
     keep = set(session.identity_map.keys())
-    count = 0
-
-    def counted() -> Iterator[rules.StoredEvent]:
-        nonlocal count
-        for stored in _stored_events(session, keep):
-            count += 1
-            yield stored
-
-    broken_id, problem = rules.first_chain_break(counted())
-    if broken_id is not None:
-        return VerifyResult(ok=False, events=count, problem=problem, broken_event_id=broken_id)
+    report = rules.check_chain(
+        _stored_events(session, keep), key if key is not None else audit_key.current_key(), checkpoints
+    )
+    problems = [message for _id, message in report.problems]
+    broken_id = next((event_id for event_id, _m in report.problems if event_id is not None), None)
 
     models = audited_models()
     replayed = rules.replay(
@@ -233,23 +283,25 @@ def verify(session: Session) -> VerifyResult:
         for e in _stored_events(session, keep)
         if e.record.entity_type in models
     )
-    if replayed.inconsistency:
-        return VerifyResult(ok=False, events=count, problem=replayed.inconsistency)
+    problems.extend(replayed.inconsistencies)
 
     seen: set[rules.EntityKey] = set()
     for table_name in sorted(models):
         model = models[table_name]
         for obj in session.scalars(select(model).execution_options(yield_per=1000, populate_existing=True)):
-            key = (table_name, entity_id_of(obj))
-            seen.add(key)
-            problem = rules.compare_row(table_name, key[1], snapshot(obj), replayed.fields.get(key))
+            key_ = (table_name, entity_id_of(obj))
+            seen.add(key_)
+            problems.extend(rules.row_problems(table_name, key_[1], snapshot(obj), replayed.fields.get(key_)))
             _release(session, obj, keep)
-            if problem:
-                return VerifyResult(ok=False, events=count, problem=problem)
-    for table_name, entity_id in sorted(set(replayed.fields) - seen):
-        return VerifyResult(
-            ok=False,
-            events=count,
-            problem=f"table {table_name} row {entity_id}: is in the audit trail but missing from the table",
-        )
-    return VerifyResult(ok=True, events=count)
+    problems.extend(
+        f"table {table_name} row {entity_id}: is in the audit trail but missing from the table"
+        for table_name, entity_id in sorted(set(replayed.fields) - seen)
+    )
+    return VerifyResult(
+        ok=not problems,
+        events=report.events,
+        problems=tuple(problems),
+        broken_event_id=broken_id,
+        legacy_events=report.legacy_events,
+        checkpoints=report.checkpoints,
+    )

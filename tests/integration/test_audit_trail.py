@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 
 import pytest
 from sqlalchemy import Engine, select, text
@@ -52,6 +53,38 @@ def test_database_refuses_truncate_of_the_audit_trail(engine: Engine, subject: S
     with pytest.raises(DatabaseError, match="append-only"), engine.begin() as conn:
         conn.execute(text("TRUNCATE audit_event"))
     assert _event_count(engine) == before
+
+
+COLUMNS = "id, occurred_at, actor, action, entity_type, entity_id, changes, detail, reason, prev_hash, hash"
+
+
+def test_sqlite_refuses_replace_into_the_audit_trail(
+    database_url: str, engine: Engine, subject: Subject
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("REPLACE is SQLite's (PostgreSQL's ON CONFLICT DO UPDATE fires the UPDATE trigger)")
+    path = engine.url.database
+    assert path
+    # A plain sqlite3 connection, as a sqlite3 shell would open it: recursive_triggers is off, so REPLACE's
+    # delete of the conflicting row would fire no DELETE trigger.
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA recursive_triggers").fetchone() == (0,)
+        for statement in (
+            f"REPLACE INTO audit_event ({COLUMNS}) SELECT id, occurred_at, 'someone-else', action, "
+            "entity_type, entity_id, changes, detail, reason, prev_hash, hash "
+            "FROM audit_event WHERE id = 1",
+            f"INSERT OR REPLACE INTO audit_event ({COLUMNS}) SELECT 999, occurred_at, 'someone-else', "
+            "action, entity_type, entity_id, changes, detail, reason, prev_hash, hash "
+            "FROM audit_event WHERE id = 1",
+        ):
+            with pytest.raises(sqlite3.DatabaseError, match="REPLACE on audit_event is not allowed"):
+                conn.execute(statement)
+            conn.rollback()
+        assert conn.execute("SELECT actor FROM audit_event WHERE id = 1").fetchone() == ("test-setup",)
+        assert conn.execute("SELECT count(*) FROM audit_event WHERE id = 999").fetchone() == (0,)
+    finally:
+        conn.close()
 
 
 def test_database_refuses_delete_of_a_subject(engine: Engine, subject: Subject) -> None:
