@@ -21,7 +21,8 @@ from mfg.custody.models import LabelPrint
 from mfg.errors import ValidationRefused
 from mfg.materials import service as materials_service
 from mfg.materials.models import Equipment, ReagentLot
-from mfg.process import batches, workstations
+from mfg.process import batches, versions, workstations
+from mfg.process.mbr import packaged_mbr_text
 from mfg.process.models import Workstation
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
@@ -156,3 +157,13 @@ def test_nan_is_a_scan_code_like_any_other(
     assert lot.status_code == 302
     with session_factory() as s:
         assert s.scalars(select(ReagentLot.scan_code)).all() == ["NaN"]
+
+
+def test_an_mbr_whose_names_do_not_fit_their_columns_is_refused_at_registration(session: Session) -> None:
+    text = packaged_mbr_text()
+    long_title = text.replace(
+        'title = "aaMSC master batch record: collection to cryobank"', f'title = "{"t" * 201}"', 1
+    )
+    with pytest.raises(ValidationRefused, match="^MBR title is longer than 200 characters"):
+        versions.register_mbr(session, "t", long_title)
+    session.rollback()
