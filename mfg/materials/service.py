@@ -74,7 +74,7 @@ def register_equipment(
     status: str = "in_service",
 ) -> Equipment:
     asset_tag = checked_scan_code(asset_tag, "Asset tag", 40, entity_type="equipment").upper()
-    equipment_type = checked_text(equipment_type, "Type", 60, entity_type="equipment").lower()
+    typed_type = checked_text(equipment_type, "Type", 60, entity_type="equipment")
     description = checked_text(description, "Description", 200, required=False, entity_type="equipment")
     if status not in EQUIPMENT_STATUSES:
         raise ValidationRefused(
@@ -84,8 +84,8 @@ def register_equipment(
         raise ValidationRefused(f"asset tag {asset_tag} is already registered", entity_type="equipment")
     item = Equipment(
         asset_tag=asset_tag,
-        equipment_type=equipment_type,
-        description=description or equipment_type,
+        equipment_type=typed_type.lower(),
+        description=description or typed_type,
         calibration_due=calibration_due,
         status=status,
     )

@@ -95,7 +95,10 @@ def _datetime(_ctx: EntryContext, f: FieldDef, raw: str) -> Entry:
 def _text(_ctx: EntryContext, f: FieldDef, raw: str) -> Entry:
     if not raw.strip():
         raise rules.FieldInputError(f"{f.label}: the value is empty")
-    return Entry(f, rules.ParsedValue(checked_text(raw, f.label, 500, multiline=True)))
+    try:
+        return Entry(f, rules.ParsedValue(checked_text(raw, f.label, 500, multiline=True)))
+    except ValidationRefused as exc:  # refused as every field is, naming the batch
+        raise rules.FieldInputError(exc.message) from None
 
 
 def _lot(ctx: EntryContext, f: FieldDef, raw: str) -> Entry:
