@@ -27,24 +27,38 @@ def instance_path() -> Path:
     return Path(os.environ.get("MFG_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
 
 
+def private_folder(folder: Path) -> Path:
+    """The instance folder holds the database and the session key: made readable by its owner only (0700)."""
+    if not folder.exists():
+        folder.mkdir(parents=True, mode=0o700)
+        folder.chmod(0o700)  # mkdir's mode is masked by the umask
+    return folder
+
+
+def private_file(path: Path) -> Path:
+    """A file only its owner reads and writes (0600), created empty if missing. SQLite gives its WAL and
+    shared-memory files the database file's permissions."""
+    path.touch(mode=0o600, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path
+
+
 def database_url(instance: Path | None = None) -> str:
     url = os.environ.get("MFG_DATABASE_URL")
     if url:
         return url
-    folder = instance or instance_path()
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mfg.sqlite3'}"
+    folder = private_folder(instance or instance_path())
+    return f"sqlite:///{private_file(folder / 'mfg.sqlite3')}"
 
 
 def _secret_key(instance: Path) -> str:
     key = os.environ.get("MFG_SECRET_KEY")
     if key:
         return key
-    instance.mkdir(parents=True, exist_ok=True)
-    key_file = instance / "secret_key"
+    key_file = private_folder(instance) / "secret_key"
     if not key_file.exists():
-        key_file.touch(mode=0o600)
-        key_file.write_text(secrets.token_hex(32))
+        private_file(key_file).write_text(secrets.token_hex(32))
     return key_file.read_text().strip()
 
 

@@ -15,6 +15,7 @@ from mfg.custody.models import Container, LabelPrint
 from mfg.errors import ValidationRefused
 from mfg.identity.models import User
 from mfg.study.models import Subject
+from mfg.text import checked_text
 
 
 def container_label(session: Session, container: Container) -> ContainerLabel:
@@ -52,7 +53,7 @@ def print_container_labels(
     """One label per container. A container already labelled is a reprint and needs a reason."""
     if not containers:
         raise ValidationRefused("no container to label", entity_type="label_print")
-    reason = reason.strip()
+    reason = checked_text(reason, "Reason for the reprint", 200, required=False, entity_type="label_print")
     for container in containers:
         reprint = times_printed(session, container) > 0
         if reprint and not reason:

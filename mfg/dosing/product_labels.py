@@ -25,6 +25,7 @@ from mfg.process.models import Batch
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Site, Subject
 from mfg.study.service import coi_of
+from mfg.text import checked_text
 
 
 def facility_site(session: Session, study: StudyDefinition) -> Site:
@@ -112,7 +113,14 @@ def print_product_labels(
         )
         or 0
     )
-    reason = reason.strip()
+    reason = checked_text(
+        reason,
+        "Reason for the reprint",
+        200,
+        required=False,
+        entity_type="final_product",
+        entity_id=str(product.id),
+    )
     if earlier and not reason:
         raise ValidationRefused(
             f"the {kind} label was printed before: a reprint needs a reason",

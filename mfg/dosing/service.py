@@ -24,6 +24,7 @@ from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
+from mfg.text import FREE_TEXT_MAX, checked_text
 
 #: the signature an order carries: the investigator approves the prescription
 ORDER_MEANING = "approved"
@@ -156,7 +157,18 @@ def place_order(
     # visit cannot both pass the duplicate check.
     lock_audit_chain(session)
     existing = existing_orders(session, subject)
-    reason = (change_reason or "").strip() or None
+    reason = (
+        checked_text(
+            change_reason,
+            "Reason for the change of level",
+            FREE_TEXT_MAX,
+            required=False,
+            multiline=True,
+            entity_type="subject",
+            entity_id=str(subject.id),
+        )
+        or None
+    )
     problem = orders.order_problem(
         study,
         injection_number=injection_number,
@@ -250,6 +262,14 @@ def cancel_order(session: Session, user: User, order: DoseOrder, reason: str) ->
     reason = (reason or "").strip()
     if not reason:
         raise _refuse_order(f"give the reason for cancelling dose order #{order.id}", order)
+    reason = checked_text(
+        reason,
+        "Reason for cancelling",
+        FREE_TEXT_MAX,
+        multiline=True,
+        entity_type="dose_order",
+        entity_id=str(order.id),
+    )
     if order.status == "cancelled":
         raise _refuse_order(
             f"dose order #{order.id} is already cancelled ({order.cancel_reason or 'no reason recorded'})",

@@ -11,6 +11,8 @@ from mfg.audit import service as audit_service
 from mfg.errors import NotFound, Refusal, ValidationRefused
 from mfg.materials import rules
 from mfg.materials.models import EQUIPMENT_STATUSES, LOT_STATUSES, Equipment, ReagentLot
+from mfg.text import checked_text
+from mfg.text import scan_code as checked_scan_code
 
 
 class MaterialRefused(Refusal):
@@ -28,11 +30,10 @@ def register_lot(
     expiry_date: date,
     status: str = "quarantined",
 ) -> ReagentLot:
-    scan_code = scan_code.strip()
-    if not scan_code or not name.strip() or not lot_number.strip() or not catalogue_number.strip():
-        raise ValidationRefused(
-            "a lot needs its label code, name, catalogue number and lot number", entity_type="reagent_lot"
-        )
+    scan_code = checked_scan_code(scan_code, "Label code", 40, entity_type="reagent_lot")
+    name = checked_text(name, "Name", 200, entity_type="reagent_lot")
+    catalogue_number = checked_text(catalogue_number, "Catalogue number", 60, entity_type="reagent_lot")
+    lot_number = checked_text(lot_number, "Lot number", 60, entity_type="reagent_lot")
     if status not in LOT_STATUSES:
         raise ValidationRefused(
             f"lot status must be one of {', '.join(LOT_STATUSES)}", entity_type="reagent_lot"
@@ -43,9 +44,9 @@ def register_lot(
         )
     lot = ReagentLot(
         scan_code=scan_code,
-        name=name.strip(),
-        catalogue_number=catalogue_number.strip(),
-        lot_number=lot_number.strip(),
+        name=name,
+        catalogue_number=catalogue_number,
+        lot_number=lot_number,
         expiry_date=expiry_date,
         status=status,
     )
@@ -72,9 +73,9 @@ def register_equipment(
     calibration_due: date,
     status: str = "in_service",
 ) -> Equipment:
-    asset_tag = asset_tag.strip().upper()
-    if not asset_tag or not equipment_type.strip():
-        raise ValidationRefused("equipment needs an asset tag and a type", entity_type="equipment")
+    asset_tag = checked_scan_code(asset_tag, "Asset tag", 40, entity_type="equipment").upper()
+    typed_type = checked_text(equipment_type, "Type", 60, entity_type="equipment")
+    description = checked_text(description, "Description", 200, required=False, entity_type="equipment")
     if status not in EQUIPMENT_STATUSES:
         raise ValidationRefused(
             f"equipment status must be one of {', '.join(EQUIPMENT_STATUSES)}", entity_type="equipment"
@@ -83,8 +84,8 @@ def register_equipment(
         raise ValidationRefused(f"asset tag {asset_tag} is already registered", entity_type="equipment")
     item = Equipment(
         asset_tag=asset_tag,
-        equipment_type=equipment_type.strip().lower(),
-        description=description.strip() or equipment_type,
+        equipment_type=typed_type.lower(),
+        description=description or typed_type,
         calibration_due=calibration_due,
         status=status,
     )

@@ -20,6 +20,7 @@ from mfg.process.extensions import StepContext, capability_for
 from mfg.process.models import FieldValue, StepRecord
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
+from mfg.text import FREE_TEXT_MAX, checked_text
 
 
 def correct_value(
@@ -36,6 +37,7 @@ def correct_value(
         )
     if not reason.strip():
         raise ValidationRefused("a correction needs a reason", **refuse)
+    reason = checked_text(reason, "Reason for the correction", FREE_TEXT_MAX, multiline=True, **refuse)
     if current_values(session, record).get(value_row.field_key) is not value_row:
         raise ValidationRefused("this value was already corrected: correct the current one", **refuse)
     batch = get_batch(session, record.batch_id)

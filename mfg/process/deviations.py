@@ -17,6 +17,7 @@ from mfg.process.batches import get_batch
 from mfg.process.entries import Entry
 from mfg.process.mbr import StepDef
 from mfg.process.models import Batch, Deviation, FieldValue, StepRecord
+from mfg.text import FREE_TEXT_MAX, checked_text
 
 
 def open_deviation(
@@ -72,6 +73,14 @@ def assess_deviation(
             entity_id=str(deviation.id),
         )
     _require_independent(session, supervisor, deviation, "assess")
+    assessment = checked_text(
+        assessment,
+        "Assessment",
+        FREE_TEXT_MAX,
+        multiline=True,
+        entity_type="deviation",
+        entity_id=str(deviation.id),
+    )
     audit_service.update(
         session,
         supervisor.username,
@@ -79,7 +88,7 @@ def assess_deviation(
         reason="supervisor assessment",
         action="assess",
         status="assessed",
-        assessment=assessment.strip(),
+        assessment=assessment,
         assessed_by_id=supervisor.id,
     )
     identity_service.sign(session, supervisor, password, "reviewed", deviation, comment="deviation assessed")
@@ -140,6 +149,12 @@ def close_deviation(
             entity_id=str(deviation.id),
         )
     _require_independent(session, qa, deviation, "close")
+    investigation, root_cause = (
+        checked_text(
+            text, label, FREE_TEXT_MAX, multiline=True, entity_type="deviation", entity_id=str(deviation.id)
+        )
+        for text, label in ((investigation, "Investigation"), (root_cause, "Root cause"))
+    )
     audit_service.update(
         session,
         qa.username,
@@ -147,8 +162,8 @@ def close_deviation(
         reason="closed by QA",
         action="close",
         status="closed",
-        investigation=investigation.strip(),
-        root_cause=root_cause.strip(),
+        investigation=investigation,
+        root_cause=root_cause,
         closed_by_id=qa.id,
     )
     identity_service.sign(session, qa, password, "approved", deviation, comment="deviation closed")

@@ -20,6 +20,7 @@ from mfg.process import rules
 from mfg.process.extensions import Capability, StepContext
 from mfg.process.mbr import FieldDef
 from mfg.study.models import Subject
+from mfg.text import checked_text
 
 FUTURE_SLACK = timedelta(minutes=5)  # terminal clocks and typing: "now" may be a few minutes ahead
 EARLIEST_YEAR = 2000  # no GMP record of this system predates it; an earlier year is a typing slip
@@ -94,9 +95,10 @@ def _datetime(_ctx: EntryContext, f: FieldDef, raw: str) -> Entry:
 def _text(_ctx: EntryContext, f: FieldDef, raw: str) -> Entry:
     if not raw.strip():
         raise rules.FieldInputError(f"{f.label}: the value is empty")
-    if len(raw) > 500:
-        raise rules.FieldInputError(f"{f.label}: longer than 500 characters")
-    return Entry(f, rules.ParsedValue(raw.strip()))
+    try:
+        return Entry(f, rules.ParsedValue(checked_text(raw, f.label, 500, multiline=True)))
+    except ValidationRefused as exc:  # refused as every field is, naming the batch
+        raise rules.FieldInputError(exc.message) from None
 
 
 def _lot(ctx: EntryContext, f: FieldDef, raw: str) -> Entry:

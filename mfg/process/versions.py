@@ -16,6 +16,7 @@ from mfg.identity.models import User
 from mfg.process.mbr import MasterBatchRecord, MbrDefinitionError
 from mfg.process.mbr_file import parse_mbr
 from mfg.process.models import MbrVersion
+from mfg.text import checked_text
 
 
 @lru_cache(maxsize=16)
@@ -37,9 +38,23 @@ def mbr_of(version: MbrVersion) -> MasterBatchRecord:
         ) from exc
 
 
+def _check_stored_lengths(mbr: MasterBatchRecord) -> None:
+    """What the MBR names is stored in columns of fixed length: a key too long for them is refused at
+    registration, not by the database at the first step recorded."""
+    where = {"entity_type": "mbr_version"}
+    checked_text(mbr.code, "MBR code", 40, **where)
+    checked_text(mbr.title, "MBR title", 200, **where)
+    for step in mbr.steps:
+        checked_text(step.key, "Step key", 80, **where)
+        for f in step.fields:
+            checked_text(f.key, f"Field key of {step.key}", 60, **where)
+            checked_text(f.unit, f"Unit of {step.key}.{f.key}", 20, required=False, **where)
+
+
 def register_mbr(session: Session, actor: str, definition: str) -> MbrVersion:
     """Store an MBR version as a draft; the same text twice is a no-op, changed text needs a new version."""
     mbr = parse_mbr(definition)
+    _check_stored_lengths(mbr)
     existing = session.scalar(
         select(MbrVersion).where(MbrVersion.code == mbr.code, MbrVersion.version == mbr.version)
     )

@@ -18,13 +18,15 @@ from mfg.process.mbr import StepDef
 from mfg.process.models import Batch, LineClearance, Workstation
 from mfg.process.rules import BatchStopped
 from mfg.study.models import Subject
+from mfg.text import checked_text, scan_code
 
 
 def register_workstation(session: Session, actor: str, code: str, name: str) -> Workstation:
-    code = code.strip().upper()
-    if not code or session.scalar(select(Workstation.id).where(Workstation.code == code)) is not None:
-        raise ValidationRefused(f"workstation code {code!r} is empty or taken", entity_type="workstation")
-    return audit_service.create(session, actor, Workstation(code=code, name=name.strip() or code))
+    code = scan_code(code, "Workstation code", 40, entity_type="workstation").upper()
+    name = checked_text(name, "Workstation name", 120, required=False, entity_type="workstation")
+    if session.scalar(select(Workstation.id).where(Workstation.code == code)) is not None:
+        raise ValidationRefused(f"workstation code {code!r} is taken", entity_type="workstation")
+    return audit_service.create(session, actor, Workstation(code=code, name=name or code))
 
 
 def find_workstation(session: Session, scanned: str) -> Workstation:

@@ -20,6 +20,7 @@ from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import SITE_KINDS, Site, Subject
+from mfg.text import checked_text
 
 _SERIAL_ALPHABET = string.ascii_uppercase + string.digits
 # Identifying fields a coordinator may correct (with a reason); the COI and study never change.
@@ -47,6 +48,8 @@ def create_site(
         raise ValidationRefused(
             "a site needs a name and an address: both are printed on labels", entity_type="site"
         )
+    name = checked_text(name, "Site name", 200, entity_type="site")
+    address = checked_text(address, "Site address", 1000, multiline=True, entity_type="site")
     if isbt_facility_id:
         try:
             isbt128.build_din(isbt_facility_id, 0, 1)
@@ -58,9 +61,9 @@ def create_site(
         raise ValidationRefused(f"site {code} already exists", entity_type="site")
     site = Site(
         code=code,
-        name=name.strip(),
+        name=name,
         kind=kind,
-        address=address.strip(),
+        address=address,
         isbt_facility_id=isbt_facility_id or None,
         active=True,
     )
@@ -128,6 +131,7 @@ def _checked_identity(
         raise ValidationRefused(
             "the subject's full name is required (2-200 characters)", entity_type="subject"
         )
+    name = checked_text(name, "The subject's full name", 200, entity_type="subject")
     mrn = mrn.strip()
     if not re.fullmatch(r"[A-Za-z0-9-]{3,40}", mrn):
         raise ValidationRefused(

@@ -100,10 +100,10 @@ def sites() -> Any:
 @bp.route("/audit")
 @security.roles_required("admin", "qa")
 def audit_trail() -> Any:
-    before = request.args.get("before", type=int)
+    before = forms.page_cursor("before")
     query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(AUDIT_PAGE)
-    if before:
-        query = query.where(AuditEvent.id < min(before, forms.LARGEST_ID))
+    if before is not None:
+        query = query.where(AuditEvent.id < before)
     events = db().scalars(query).all()
     return render_template("admin/audit.html", events=events, page_size=AUDIT_PAGE)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from flask import request
+from flask import abort, request
 
 from mfg.errors import ValidationRefused
 
@@ -38,3 +38,18 @@ def whole_number(name: str, label: str) -> int:
     if abs(value) > LARGEST_ID:
         raise ValidationRefused(f"{label} {raw!r} is out of range")
     return value
+
+
+def page_cursor(name: str) -> int | None:
+    """A paging cursor in the query string ("events before id N"): None when absent or not a whole number (the
+    first page), the largest id when beyond it; a 400 when it can name no record (zero or negative), never the
+    database's out-of-range error."""
+    raw = request.args.get(name, "").strip()
+    digits = raw.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    # beyond 20 digits the number is out of range either way (and int() refuses thousands of digits)
+    value = int(raw) if len(digits) <= 20 else (-1 if raw.startswith("-") else LARGEST_ID)
+    if value < 1:
+        abort(400, description=f"{name}={raw[:20]} names no record: ids start at 1")
+    return min(value, LARGEST_ID)

@@ -107,10 +107,21 @@ def _form_for_trail() -> dict[str, str]:
     return kept
 
 
+#: the longest redirect target followed: longer than any page's own URL, far shorter than a header may be
+REDIRECT_TARGET_MAX = 512
+
+
+def _plain_target(target: str) -> bool:
+    """Short printable ASCII with no backslash: nothing that could split or bloat the Location header."""
+    return len(target) <= REDIRECT_TARGET_MAX and "\\" not in target and all("!" <= c <= "~" for c in target)
+
+
 def same_site(target: str | None, fallback: str) -> str:
-    """A redirect target on this site only (a path, or a full URL of this host); else ``fallback``'s URL.
-    An open redirect would let a link or a forged form borrow a trusted page to send a user elsewhere."""
-    if target and "\\" not in target:
+    """A redirect target on this site only (a path, or a full URL of this host), short and of printable ASCII
+    (``REDIRECT_TARGET_MAX``); else ``fallback``'s URL. An open redirect would let a link or a forged form
+    borrow a trusted page to send a user elsewhere; a control character would split the Location header (a
+    500), and a megabyte of ``next`` would be copied into it."""
+    if target and _plain_target(target):
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc and target.startswith("/") and not target.startswith("//"):
             return target
