@@ -75,7 +75,15 @@ def deactivate_user(session: Session, actor: str, username: str, reason: str) ->
         raise ValidationRefused(
             f"{username} is already deactivated", entity_type="user_account", entity_id=str(user.id)
         )
-    audit_service.update(session, actor, user, reason=reason, action="deactivate", active=False)
+    audit_service.update(
+        session,
+        actor,
+        user,
+        reason=reason,
+        action="deactivate",
+        active=False,
+        session_version=user.session_version + 1,  # signed out everywhere, at once
+    )
     return user
 
 
@@ -85,8 +93,34 @@ def unlock_user(session: Session, actor: str, username: str, reason: str) -> Use
         raise ValidationRefused(
             f"{username} is not locked", entity_type="user_account", entity_id=str(user.id)
         )
-    audit_service.update(session, actor, user, reason=reason, action="unlock", locked=False, failed_logins=0)
+    audit_service.update(
+        session,
+        actor,
+        user,
+        reason=reason,
+        action="unlock",
+        locked=False,
+        failed_logins=0,
+        # a session from before the lock (perhaps the guesser's) does not come back with the unlock
+        session_version=user.session_version + 1,
+    )
     return user
+
+
+def end_sessions(
+    session: Session, user: User, *, action: str, reason: str, detail: Mapping[str, Any] | None = None
+) -> None:
+    """End every session of ``user`` on the server: the version their cookies carry no longer matches.
+    Used for logout and the idle sign-out; the event is recorded as ``action``."""
+    audit_service.update(
+        session,
+        user.username,
+        user,
+        action=action,
+        reason=reason,
+        detail=detail,
+        session_version=user.session_version + 1,
+    )
 
 
 def register_failed_password(
@@ -120,6 +154,7 @@ def register_failed_password(
         detail={"where": where},
         failed_logins=count,
         locked=user.locked or locking,
+        session_version=user.session_version + (1 if locking else 0),
     )
 
 

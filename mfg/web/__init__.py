@@ -14,11 +14,13 @@ from typing import Any
 from flask import Flask, Response, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, current_user, logout_user
 from flask_wtf.csrf import CSRFProtect
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.errors import ValidationRefused
+from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.identity.rules import ROLE_TITLES
 from mfg.web import security, transaction
@@ -54,6 +56,8 @@ def init_web(app: Flask) -> None:
             return None
         if user is None or not user.active or user.locked:
             return None
+        if session.get("session_version") != user.session_version:
+            return None  # ended on the server (logout, idle sign-out, deactivation, lock): a stale cookie
         return security.SessionUser(user)
 
     @login_manager.unauthorized_handler
@@ -136,16 +140,25 @@ def _enforce_idle_timeout() -> Any:
         user_id = current_user.id
         logout_user()
         session.clear()
-        transaction.record_in_own_transaction(
-            lambda session_: audit_service.record_event(
-                session_,
-                actor=username,
-                action="session_timeout",
-                entity_type="user_account",
-                entity_id=str(user_id),
-                detail={"idle_seconds": int(now - last), "limit_seconds": limit, "path": request.path},
+        detail = {"idle_seconds": int(now - last), "limit_seconds": limit, "path": request.path}
+
+        def sign_out(session_: Session) -> None:
+            user = session_.get(User, user_id)
+            if user is None:  # cannot happen: the loader just found it; keep the record anyway
+                audit_service.record_event(
+                    session_,
+                    actor=username,
+                    action="session_timeout",
+                    entity_type="user_account",
+                    entity_id=str(user_id),
+                    detail=detail,
+                )
+                return
+            identity_service.end_sessions(
+                session_, user, action="session_timeout", reason="idle sign-out", detail=detail
             )
-        )
+
+        transaction.record_in_own_transaction(sign_out)
         message = (
             f"Signed out after {_minutes(current_app.config['IDLE_TIMEOUT_MINUTES'])} without activity. "
             "Nothing from the unfinished form was saved."

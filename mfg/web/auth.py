@@ -8,11 +8,10 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import current_user, login_user, logout_user
 
 from mfg import clock
-from mfg.audit import service as audit_service
 from mfg.errors import Refusal
 from mfg.identity import service as identity_service
 from mfg.web import security
-from mfg.web.transaction import commit_point, db, same_site
+from mfg.web.transaction import commit_point, db, same_site, signed_in_user
 
 bp = Blueprint("auth", __name__)
 
@@ -50,6 +49,7 @@ def login() -> Any:
     session.clear()
     login_user(security.SessionUser(user))
     session["last_seen"] = clock.now().timestamp()  # the idle clock starts now, not at the next page
+    session["session_version"] = user.session_version  # the user loader compares it on every request
     return redirect(same_site(request.form.get("next"), "home.index"))
 
 
@@ -58,13 +58,8 @@ def login() -> Any:
 @commit_point()
 def logout() -> Any:
     if current_user.is_authenticated:
-        audit_service.record_event(
-            db(),
-            actor=current_user.username,
-            action="logout",
-            entity_type="user_account",
-            entity_id=str(current_user.id),
-        )
+        # Ends the session on the server: a copy of this cookie no longer signs anyone in.
+        identity_service.end_sessions(db(), signed_in_user(), action="logout", reason="signed out")
         logout_user()
     session.clear()
     flash("Signed out.", "info")

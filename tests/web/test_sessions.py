@@ -1,0 +1,131 @@
+"""Sessions end on the server (issue 8, sessions and login): a copy of the cookie taken before the session
+ended no longer signs anyone in, whichever way it ended."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mfg import clock
+from mfg.audit.models import AuditEvent
+from mfg.identity.models import User
+from tests.conftest import login
+from tests.web.test_auth import WRONG, events
+
+COOKIE = "session"
+
+
+def copy_of_cookie(app: Flask, client: FlaskClient) -> FlaskClient:
+    """A second client holding the very cookie ``client`` holds now: what someone copying it would have."""
+    cookie = client.get_cookie(COOKIE)
+    assert cookie is not None, "not signed in"
+    thief = app.test_client()
+    thief.set_cookie(COOKIE, cookie.value)
+    assert thief.get("/").status_code == 200  # the copy works while the session lasts
+    return thief
+
+
+def session_version(factory: sessionmaker[Session], username: str) -> int:
+    with factory() as s:
+        user = s.scalar(select(User).where(User.username == username))
+        assert user is not None
+        return user.session_version
+
+
+def test_a_cookie_copied_before_logout_no_longer_works(
+    app: Flask, session_factory: sessionmaker[Session]
+) -> None:
+    client = app.test_client()
+    assert login(client, "technician").status_code == 302
+    thief = copy_of_cookie(app, client)
+    assert client.post("/logout").status_code == 302
+    response = thief.get("/")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+    assert thief.get("/api/subjects/by-coi/A999926ABCDEF").status_code == 401
+    logout = events(session_factory, "logout")
+    assert [e["actor"] for e in logout] == ["technician"]
+    assert logout[0]["reason"] == "signed out"
+    assert session_version(session_factory, "technician") == 1  # from 0: the logout raised it
+
+
+def test_signing_in_again_after_logout_works(app: Flask) -> None:
+    client = app.test_client()
+    login(client, "technician")
+    client.post("/logout")
+    assert login(client, "technician").status_code == 302
+    assert client.get("/").status_code == 200
+
+
+def test_a_cookie_copied_before_the_idle_sign_out_no_longer_works(
+    app: Flask, session_factory: sessionmaker[Session]
+) -> None:
+    """The copy was kept busy, so its own idle clock never ran out: the server ends it all the same."""
+    client = app.test_client()
+    login(client, "technician")
+    thief = copy_of_cookie(app, client)
+    later = clock.now() + timedelta(minutes=16)
+    with clock.pinned(later):
+        assert client.get("/").status_code == 302  # the terminal left idle is signed out
+        with thief.session_transaction() as sess:
+            sess["last_seen"] = later.timestamp()  # the copy was in use a moment ago
+        assert thief.get("/").status_code == 302  # ...and is signed out with it
+    timeouts = events(session_factory, "session_timeout")
+    assert [e["actor"] for e in timeouts] == ["technician"]
+    assert timeouts[0]["detail"]["limit_seconds"] == 15 * 60
+
+
+def test_a_cookie_copied_before_deactivation_no_longer_works(
+    app: Flask, session_factory: sessionmaker[Session]
+) -> None:
+    client = app.test_client()
+    login(client, "pharmacist")
+    thief = copy_of_cookie(app, client)
+    admin = app.test_client()
+    login(admin, "admin")
+    assert admin.post("/admin/users/pharmacist/deactivate", data={"reason": "left"}).status_code == 302
+    assert thief.get("/").status_code == 302
+    assert client.get("/").status_code == 302
+    assert session_version(session_factory, "pharmacist") == 1  # raised, recorded with the deactivation
+
+
+def test_a_session_from_before_a_lockout_does_not_come_back_with_the_unlock(
+    app: Flask, session_factory: sessionmaker[Session]
+) -> None:
+    """A copied cookie's holder guesses until the account locks; the unlock must not revive the copy."""
+    client = app.test_client()
+    login(client, "technician")
+    thief = copy_of_cookie(app, client)
+    guesser = app.test_client()
+    for _ in range(5):
+        login(guesser, "technician", WRONG)
+    assert thief.get("/").status_code == 302
+    admin = app.test_client()
+    login(admin, "admin")
+    response = admin.post("/admin/users/technician/unlock", data={"reason": "identity confirmed by phone"})
+    assert response.status_code == 302
+    assert thief.get("/").status_code == 302
+    assert client.get("/").status_code == 302
+    with session_factory() as s:
+        changes = {
+            e.action: json.loads(e.changes)
+            for e in s.scalars(select(AuditEvent).where(AuditEvent.action.in_(["lockout", "unlock"])))
+        }
+    assert set(changes) == {"lockout", "unlock"}
+    assert all("session_version" in c for c in changes.values()), changes  # both end the sessions, on record
+    assert login(client, "technician").status_code == 302  # a fresh sign-in works
+    assert client.get("/").status_code == 200
+
+
+def test_a_cookie_without_a_session_version_signs_nobody_in(app: Flask) -> None:
+    """A cookie made before the version existed (or hand-made without it) is a stale one."""
+    client = app.test_client()
+    login(client, "technician")
+    with client.session_transaction() as sess:
+        del sess["session_version"]
+    assert client.get("/").status_code == 302
