@@ -4,7 +4,8 @@ MFG_DATABASE_URL      SQLAlchemy URL (default: SQLite file in the instance folde
 MFG_SECRET_KEY        session signing key (default: generated once into the instance folder)
 MFG_INSTANCE_PATH     where the SQLite file and generated key live (default: ./instance)
 MFG_IDLE_TIMEOUT_MINUTES   idle session timeout at shared terminals (default 15)
-MFG_LOCKOUT_THRESHOLD      failed logins before an account locks (default 5)
+MFG_LOCKOUT_THRESHOLD      failed logins (or signature passwords) before an account locks (default 5)
+MFG_SECURE_COOKIES    1 behind HTTPS: Secure cookies and HSTS (default 0: the demo runs on plain http)
 MFG_STUDY             study definition key in mfg/studies (default aamsc)
 MFG_ARGON2_TIME_COST / MFG_ARGON2_MEMORY_KIB / MFG_ARGON2_PARALLELISM   password hashing cost
 """
@@ -60,6 +61,28 @@ def _int_env(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def _flag_env(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SystemExit(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def cookie_settings(secure: bool) -> dict[str, Any]:
+    """Cookies: never readable by script, not sent on cross-site posts; over HTTPS only when ``secure``."""
+    return {
+        "SECURE_COOKIES": secure,
+        "SESSION_COOKIE_SECURE": secure,
+        "REMEMBER_COOKIE_SECURE": secure,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+    }
+
+
 def from_environment(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Settings from the environment; ``overrides`` win, and what they give is never derived (no key file or
     SQLite file is created in an instance folder that the caller replaced)."""
@@ -74,8 +97,11 @@ def from_environment(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         ),
         "LOCKOUT_THRESHOLD": _int_env("MFG_LOCKOUT_THRESHOLD", DEFAULT_LOCKOUT_THRESHOLD, 1, 100),
         "STUDY": os.environ.get("MFG_STUDY", DEFAULT_STUDY),
-        "SESSION_COOKIE_HTTPONLY": True,
-        "SESSION_COOKIE_SAMESITE": "Lax",
+        **cookie_settings(
+            bool(overrides["SECURE_COOKIES"])
+            if "SECURE_COOKIES" in overrides
+            else _flag_env("MFG_SECURE_COOKIES")
+        ),
         "WTF_CSRF_TIME_LIMIT": None,  # the idle timeout ends sessions; a token must not expire mid-step
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
     }

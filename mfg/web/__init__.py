@@ -94,6 +94,9 @@ def init_web(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Cache-Control", "no-store")
+        if app.config.get("SECURE_COOKIES"):
+            # Behind HTTPS only: the browser refuses plain http for this host for a year.
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
 
     @app.errorhandler(HTTPException)

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.test import TestResponse
 
 from mfg import clock
 from mfg.audit.models import AuditEvent
 from mfg.identity.models import User
-from tests.conftest import login
-from tests.web.test_auth import WRONG, events
+from tests.conftest import PASSWORD, World, login
+from tests.web.test_auth import WRONG, build_app, events
 
 COOKIE = "session"
 
@@ -129,3 +132,48 @@ def test_a_cookie_without_a_session_version_signs_nobody_in(app: Flask) -> None:
     with client.session_transaction() as sess:
         del sess["session_version"]
     assert client.get("/").status_code == 302
+
+
+# --- cookies over HTTPS ---------------------------------------------------------------------------------
+
+
+def set_cookie_header(response: TestResponse) -> str:
+    found = [h for h in response.headers.getlist("Set-Cookie") if h.startswith(f"{COOKIE}=")]
+    assert found, "no session cookie was set"
+    return found[-1]
+
+
+def test_secure_cookies_setting_marks_the_cookie_secure_and_sends_hsts(
+    database_url: str, tmp_path: Path, world: World
+) -> None:
+    app = build_app(database_url, tmp_path, SECURE_COOKIES=True)
+    client = app.test_client()
+    response = client.post(
+        "/login", data={"username": "technician", "password": PASSWORD}, base_url="https://localhost"
+    )
+    assert response.status_code == 302
+    cookie = set_cookie_header(response)
+    assert "Secure" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+    assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
+    assert app.config["REMEMBER_COOKIE_SECURE"] is True
+
+
+def test_secure_cookies_from_the_environment(
+    database_url: str, tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MFG_SECURE_COOKIES", "1")
+    app = build_app(database_url, tmp_path)
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    assert app.test_client().get("/login").headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
+def test_without_the_setting_cookies_work_on_plain_http(client: FlaskClient) -> None:
+    """The embedded demo runs on http://127.0.0.1: a Secure cookie would never come back there."""
+    response = login(client, "technician")
+    cookie = set_cookie_header(response)
+    assert "Secure" not in cookie
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Strict-Transport-Security" not in response.headers
+    assert client.get("/").status_code == 200
