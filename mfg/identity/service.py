@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from mfg import clock
 from mfg.audit import service as audit_service
@@ -17,6 +17,23 @@ from mfg.identity import passwords, rules
 from mfg.identity.models import Signature, User
 
 DEFAULT_LOCKOUT_THRESHOLD = 5
+LOCKOUT_THRESHOLD_INFO = "mfg.lockout_threshold"  # key in Session.info, set once by configure_sessions
+
+
+def configure_sessions(factory: sessionmaker[Session], *, lockout_threshold: int) -> None:
+    """Bind the facility's lockout threshold to every session ``factory`` makes, once, at start-up.
+
+    Logins and e-signatures count wrong passwords against the same threshold (MFG_LOCKOUT_THRESHOLD). The
+    signing services (steps, deviations, enrollment, dose orders, MBR approval, line clearance) all end in
+    ``sign``; carrying the setting on the session means none of their callers can forget it."""
+    factory.configure(info={LOCKOUT_THRESHOLD_INFO: lockout_threshold})
+
+
+def lockout_threshold(session: Session) -> int:
+    """The threshold ``configure_sessions`` bound to this session (the default for a bare session)."""
+    return int(session.info.get(LOCKOUT_THRESHOLD_INFO, DEFAULT_LOCKOUT_THRESHOLD))
+
+
 USERNAME_PATTERN = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
 
 
@@ -177,10 +194,13 @@ def authenticate(
     username: str,
     password: str,
     *,
-    threshold: int = DEFAULT_LOCKOUT_THRESHOLD,
+    threshold: int | None = None,
     where: str = "login",
 ) -> User:
-    """Check a login. On success the failure counter resets; on failure it is counted after rollback."""
+    """Check a login. On success the failure counter resets; on failure it is counted after rollback.
+    ``threshold`` defaults to the session's configured one (``configure_sessions``)."""
+    if threshold is None:
+        threshold = lockout_threshold(session)
     user = session.scalar(select(User).where(User.username == username.strip()))
     if user is not None and user.locked:
         refusal = LoginRefused(
@@ -242,9 +262,12 @@ def sign(
     obj: Any,
     *,
     comment: str | None = None,
-    threshold: int = DEFAULT_LOCKOUT_THRESHOLD,
+    threshold: int | None = None,
 ) -> Signature:
-    """Apply an e-signature. The password is asked again every time (Part 11 §11.200)."""
+    """Apply an e-signature. The password is asked again every time (Part 11 §11.200). Wrong passwords count
+    towards the same lockout as logins: ``threshold``, by default the session's configured one."""
+    if threshold is None:
+        threshold = lockout_threshold(session)
     rules.require_gmp_actor(signer.role)
     if meaning not in rules.MEANINGS:
         raise ValidationRefused(f"unknown signature meaning {meaning!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from mfg import clock
@@ -43,7 +43,6 @@ def login() -> Any:
         db(),
         username,
         request.form.get("password", ""),
-        threshold=current_app.config["LOCKOUT_THRESHOLD"],
         where=f"login from {request.remote_addr or 'unknown terminal'}",
     )
     session.clear()

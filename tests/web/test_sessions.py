@@ -17,8 +17,8 @@ from werkzeug.test import TestResponse
 from mfg import clock
 from mfg.audit.models import AuditEvent
 from mfg.identity.models import User
-from tests.conftest import PASSWORD, World, login
-from tests.web.test_auth import WRONG, build_app, events
+from tests.conftest import PASSWORD, World, enrollment_form, login
+from tests.web.test_auth import WRONG, account, build_app, events, subject_count
 
 COOKIE = "session"
 
@@ -177,3 +177,35 @@ def test_without_the_setting_cookies_work_on_plain_http(client: FlaskClient) -> 
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert "Strict-Transport-Security" not in response.headers
     assert client.get("/").status_code == 200
+
+
+# --- signature passwords count towards the same lockout as logins ---------------------------------------
+
+
+def test_wrong_signature_passwords_lock_at_the_configured_threshold(
+    database_url: str, tmp_path: Path, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    app = build_app(database_url, tmp_path, LOCKOUT_THRESHOLD=3)
+    client = app.test_client()
+    assert login(client, "coordinator").status_code == 302
+    for attempt in range(1, 3):
+        response = client.post("/clinic/subjects/new", data=enrollment_form(world, password=WRONG))
+        assert response.status_code == 422, f"attempt {attempt}"
+        assert account(session_factory, "coordinator") == (False, attempt)
+    client.post("/clinic/subjects/new", data=enrollment_form(world, password=WRONG))
+    assert account(session_factory, "coordinator") == (True, 3)  # at 3, not at the built-in 5
+    lockouts = events(session_factory, "lockout", "coordinator")
+    assert len(lockouts) == 1
+    assert "performed signature" in lockouts[0]["reason"]
+    assert "3 failures, account locked" in lockouts[0]["reason"]
+    assert client.get("/").status_code == 302  # the lock ended the session too
+    assert subject_count(session_factory) == 0
+
+
+def test_the_login_threshold_setting_still_applies_to_logins(
+    database_url: str, tmp_path: Path, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    client = build_app(database_url, tmp_path, LOCKOUT_THRESHOLD=3).test_client()
+    for _ in range(3):
+        login(client, "nurse", WRONG)
+    assert account(session_factory, "nurse") == (True, 3)
