@@ -37,6 +37,11 @@ def lockout_threshold(session: Session) -> int:
 USERNAME_PATTERN = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
 
 
+#: The one answer to a refused login: it never says whether the account exists, is locked or is deactivated.
+#: The audit trail keeps the precise reason for the administrator.
+LOGIN_REFUSED = "username or password is wrong, or the account cannot sign in: ask an administrator"
+
+
 class LoginRefused(Refusal):
     """Login refused; the wording never tells an attacker whether the username exists."""
 
@@ -189,6 +194,26 @@ def _refuse_password(
     return refusal
 
 
+def _refuse_account(user: User, why: str, where: str) -> Refusal:
+    """A login to an account that cannot sign in: the generic answer, the precise reason on record."""
+    refusal = LoginRefused(LOGIN_REFUSED, entity_type="user_account", entity_id=str(user.id))
+    user_id, username = user.id, user.username
+
+    def record(session: Session) -> None:
+        audit_service.record_event(
+            session,
+            actor=username,
+            action="login_refused",
+            entity_type="user_account",
+            entity_id=str(user_id),
+            detail={"where": where, "why": why},
+        )
+
+    refusal.after_rollback.append(record)
+    refusal.record = False  # the event above says it all
+    return refusal
+
+
 def authenticate(
     session: Session,
     username: str,
@@ -202,22 +227,15 @@ def authenticate(
     if threshold is None:
         threshold = lockout_threshold(session)
     user = session.scalar(select(User).where(User.username == username.strip()))
-    if user is not None and user.locked:
-        refusal = LoginRefused(
-            f"account {user.username} is locked after repeated failed logins: "
-            "ask an administrator to unlock it",
-            entity_type="user_account",
-            entity_id=str(user.id),
-        )
-        raise refusal
-    if user is not None and not user.active:
-        raise LoginRefused(
-            f"account {user.username} is deactivated", entity_type="user_account", entity_id=str(user.id)
-        )
-    if user is None or not passwords.password_matches(user.password_hash, password):
-        raise _refuse_password(
-            user, username, where, threshold, "username or password is wrong", LoginRefused
-        )
+    if user is None or user.locked or not user.active:
+        # The same work and the same answer as a wrong password: neither the time taken nor the words tell an
+        # anonymous caller whether the account exists or why it cannot sign in. The trail says why.
+        passwords.spend_a_verification(password)
+        if user is None:
+            raise _refuse_password(None, username, where, threshold, LOGIN_REFUSED, LoginRefused)
+        raise _refuse_account(user, "account locked" if user.locked else "account deactivated", where)
+    if not passwords.password_matches(user.password_hash, password):
+        raise _refuse_password(user, username, where, threshold, LOGIN_REFUSED, LoginRefused)
     audit_service.update(
         session,
         user.username,

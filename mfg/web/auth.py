@@ -38,7 +38,7 @@ def login() -> Any:
     username = request.form.get("username", "").strip()
     if len(username) > USERNAME_MAX_LENGTH:
         # No account has such a name; the same answer as for any unknown username.
-        raise identity_service.LoginRefused("username or password is wrong", entity_type="user_account")
+        raise identity_service.LoginRefused(identity_service.LOGIN_REFUSED, entity_type="user_account")
     user = identity_service.authenticate(
         db(),
         username,

@@ -4,10 +4,12 @@ ended no longer signs anyone in, whichever way it ended."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -209,3 +211,57 @@ def test_the_login_threshold_setting_still_applies_to_logins(
     for _ in range(3):
         login(client, "nurse", WRONG)
     assert account(session_factory, "nurse") == (True, 3)
+
+
+# --- login answers: the same words and the same work for every refusal ----------------------------------
+
+REFUSAL = re.compile(r'<p class="flash flash-error refusal" role="alert">(.*?)</p>', re.S)
+
+
+def test_unknown_locked_deactivated_and_wrong_password_get_identical_answers(
+    app: Flask, session_factory: sessionmaker[Session]
+) -> None:
+    admin = app.test_client()
+    login(admin, "admin")
+    admin.post("/admin/users/pharmacist/deactivate", data={"reason": "left"})
+    for _ in range(5):
+        login(app.test_client(), "nurse", WRONG)
+    answers = {
+        "wrong password": login(app.test_client(), "technician", WRONG),
+        "unknown": login(app.test_client(), "nosuchperson", PASSWORD),
+        "locked": login(app.test_client(), "nurse", PASSWORD),
+        "deactivated": login(app.test_client(), "pharmacist", PASSWORD),
+    }
+    assert {case: r.status_code for case, r in answers.items()} == dict.fromkeys(answers, 401)
+    messages = {case: REFUSAL.findall(r.get_data(as_text=True)) for case, r in answers.items()}
+    assert len({tuple(m) for m in messages.values()}) == 1, messages
+    assert messages["unknown"] == [
+        "<strong>Refused:</strong> username or password is wrong, or the account cannot sign in: "
+        "ask an administrator"
+    ]
+    why = {e["actor"]: e["detail"]["why"] for e in events(session_factory, "login_refused")}
+    assert why == {"nurse": "account locked", "pharmacist": "account deactivated"}
+    assert events(session_factory, "login_failed", "nosuchperson")[0]["detail"]["why"] == "unknown username"
+
+
+def test_an_unknown_username_costs_a_password_verification_too(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timing: an unknown name must not answer at once while a real one spends an Argon2 verification."""
+    calls: list[str] = []
+    real_verify = PasswordHasher.verify
+
+    def counting_verify(self: PasswordHasher, hash: str, password: str) -> bool:
+        calls.append(password)
+        return real_verify(self, hash, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", counting_verify)
+    for username in ("technician", "nosuchperson"):
+        calls.clear()
+        assert login(client, username, WRONG).status_code == 401
+        assert calls == [WRONG], username
+    for _ in range(5):
+        login(client, "nurse", WRONG)
+    calls.clear()
+    assert login(client, "nurse", PASSWORD).status_code == 401  # locked: still the same work
+    assert calls == [PASSWORD]
