@@ -6,6 +6,7 @@ MFG_INSTANCE_PATH     where the SQLite file and generated key live (default: ./i
 MFG_IDLE_TIMEOUT_MINUTES   idle session timeout at shared terminals (default 15)
 MFG_LOCKOUT_THRESHOLD      failed logins (or signature passwords) before an account locks (default 5)
 MFG_SECURE_COOKIES    1 behind HTTPS: Secure cookies and HSTS (default 0: the demo runs on plain http)
+MFG_LOGIN_RATE_LIMIT  sign-in attempts allowed per address and per username (default "20 per minute")
 MFG_STUDY             study definition key in mfg/studies (default aamsc)
 MFG_ARGON2_TIME_COST / MFG_ARGON2_MEMORY_KIB / MFG_ARGON2_PARALLELISM   password hashing cost
 """
@@ -21,6 +22,7 @@ from mfg.identity.service import DEFAULT_LOCKOUT_THRESHOLD
 from mfg.study.definition import DEFAULT_STUDY
 
 DEFAULT_IDLE_TIMEOUT_MINUTES = 15
+DEFAULT_LOGIN_RATE_LIMIT = "20 per minute"
 
 
 def instance_path() -> Path:
@@ -61,6 +63,17 @@ def _int_env(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def _rate_limit_env(name: str, default: str) -> str:
+    raw = os.environ.get(name, "").strip() or default
+    from limits import parse_many
+
+    try:
+        parse_many(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be a rate such as '20 per minute', got {raw!r}") from exc
+    return raw
+
+
 def _flag_env(name: str) -> bool:
     raw = os.environ.get(name, "").strip().lower()
     if raw in ("", "0", "false", "no", "off"):
@@ -96,6 +109,7 @@ def from_environment(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
             "MFG_IDLE_TIMEOUT_MINUTES", DEFAULT_IDLE_TIMEOUT_MINUTES, 1, 24 * 60
         ),
         "LOCKOUT_THRESHOLD": _int_env("MFG_LOCKOUT_THRESHOLD", DEFAULT_LOCKOUT_THRESHOLD, 1, 100),
+        "LOGIN_RATE_LIMIT": _rate_limit_env("MFG_LOGIN_RATE_LIMIT", DEFAULT_LOGIN_RATE_LIMIT),
         "STUDY": os.environ.get("MFG_STUDY", DEFAULT_STUDY),
         **cookie_settings(
             bool(overrides["SECURE_COOKIES"])

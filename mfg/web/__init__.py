@@ -23,7 +23,7 @@ from mfg.errors import ValidationRefused
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.identity.rules import ROLE_TITLES
-from mfg.web import security, transaction
+from mfg.web import rate_limit, security, transaction
 from mfg.web.transaction import db
 
 log = logging.getLogger("mfg.web")
@@ -78,6 +78,7 @@ def init_web(app: Flask) -> None:
     app.before_request(_refuse_nul_characters)
 
     transaction.install(app, _error_page)
+    rate_limit.install(app, _error_page)
 
     @app.context_processor
     def layout_context() -> dict[str, Any]:

@@ -20,7 +20,7 @@ from mfg import clock
 from mfg.audit.models import AuditEvent
 from mfg.identity.models import User
 from tests.conftest import PASSWORD, World, enrollment_form, login
-from tests.web.test_auth import WRONG, account, build_app, events, subject_count
+from tests.web.test_auth import WRONG, account, build_app, events, subject_count, text_of
 
 COOKIE = "session"
 
@@ -265,3 +265,58 @@ def test_an_unknown_username_costs_a_password_verification_too(
     calls.clear()
     assert login(client, "nurse", PASSWORD).status_code == 401  # locked: still the same work
     assert calls == [PASSWORD]
+
+
+# --- rate limits ----------------------------------------------------------------------------------------
+
+
+def test_logins_beyond_the_rate_limit_get_a_429_page_on_record(
+    database_url: str, tmp_path: Path, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    app = build_app(database_url, tmp_path, LOGIN_RATE_LIMIT="3 per minute", LOCKOUT_THRESHOLD=50)
+    client = app.test_client()
+    for username in ("technician", "nurse", "qa"):  # three different accounts from one address
+        assert login(client, username, WRONG).status_code == 401
+    response = login(client, "supervisor", PASSWORD)  # even the right password waits
+    assert response.status_code == 429
+    assert "Too many sign-in attempts" in text_of(response)
+    assert "incident" not in text_of(response)
+    assert client.get("/").status_code == 302  # not signed in
+    limited = events(session_factory, "login_rate_limited")
+    assert [(e["actor"], e["detail"]["address"]) for e in limited] == [("supervisor", "127.0.0.1")]
+    assert client.get("/login").status_code == 200  # only attempts count, not the page
+
+
+def test_one_account_is_limited_from_many_addresses(
+    database_url: str, tmp_path: Path, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    app = build_app(database_url, tmp_path, LOGIN_RATE_LIMIT="3 per minute", LOCKOUT_THRESHOLD=50)
+    for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"):
+        response = app.test_client().post(
+            "/login",
+            data={"username": "technician", "password": WRONG},
+            environ_base={"REMOTE_ADDR": address},
+        )
+    assert response.status_code == 429
+    other = app.test_client().post(
+        "/login", data={"username": "nurse", "password": PASSWORD}, environ_base={"REMOTE_ADDR": "10.0.0.5"}
+    )
+    assert other.status_code == 302  # another account from a fresh address is unaffected
+    assert [e["detail"]["address"] for e in events(session_factory, "login_rate_limited")] == ["10.0.0.4"]
+
+
+def test_a_malformed_rate_limit_setting_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mfg import config
+
+    monkeypatch.setenv("MFG_LOGIN_RATE_LIMIT", "lots")
+    with pytest.raises(SystemExit, match="MFG_LOGIN_RATE_LIMIT"):
+        config.from_environment({"INSTANCE_PATH": "/none", "DATABASE_URL": "sqlite://", "SECRET_KEY": "x"})
+
+
+def test_the_login_rate_limit_defaults_to_20_per_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mfg import config
+
+    monkeypatch.delenv("MFG_LOGIN_RATE_LIMIT", raising=False)
+    given = {"INSTANCE_PATH": "/none", "DATABASE_URL": "sqlite://", "SECRET_KEY": "x"}
+    settings = config.from_environment(given)
+    assert settings["LOGIN_RATE_LIMIT"] == "20 per minute"
