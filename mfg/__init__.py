@@ -25,6 +25,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(settings)
     from mfg import capabilities, clock
     from mfg.audit import key as audit_key
+    from mfg.identity import service as identity_service
     from mfg.study.definition import load_study
 
     capabilities.install()
@@ -35,7 +36,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # Readers begin deferred; a writing request declares itself first (mfg.web.transaction.begin_writing).
     engine = make_engine(app.config["DATABASE_URL"], begin="declared")
     app.extensions["mfg.engine"] = engine
-    app.extensions["mfg.sessions"] = make_session_factory(engine)
+    sessions = make_session_factory(engine)
+    identity_service.configure_sessions(sessions, lockout_threshold=app.config["LOCKOUT_THRESHOLD"])
+    app.extensions["mfg.sessions"] = sessions
 
     from mfg.web import init_web
 

@@ -30,6 +30,9 @@ class User(Audited, Base):
     locked: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Stored in the signed cookie at login and compared on every request: raising it ends every session of
+    # the account at once, on the server (logout, idle sign-out, deactivation, lock and unlock).
+    session_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
 
 class Signature(Audited, Base):

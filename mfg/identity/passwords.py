@@ -36,6 +36,21 @@ def password_matches(password_hash: str, password: str) -> bool:
         return False
 
 
+_DUMMY_PASSWORD = "no account has this password; it only costs the time of a real check"
+
+
+@lru_cache(maxsize=4)
+def _dummy_hash(time_cost: int, memory_kib: int, parallelism: int) -> str:
+    return _hasher(time_cost, memory_kib, parallelism).hash(_DUMMY_PASSWORD)
+
+
+def spend_a_verification(password: str) -> None:
+    """Verify ``password`` against a fixed hash made with the configured cost, and forget the answer: a login
+    for an unknown username (or one that cannot sign in) takes as long as one for a real account."""
+    h = hasher()
+    password_matches(_dummy_hash(h.time_cost, h.memory_cost, h.parallelism), password)
+
+
 def password_problem(password: str) -> str:
     """Empty when acceptable, otherwise what is wrong with it."""
     if len(password) < MIN_PASSWORD_LENGTH:

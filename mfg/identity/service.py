@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from mfg import clock
 from mfg.audit import service as audit_service
@@ -17,7 +17,29 @@ from mfg.identity import passwords, rules
 from mfg.identity.models import Signature, User
 
 DEFAULT_LOCKOUT_THRESHOLD = 5
+LOCKOUT_THRESHOLD_INFO = "mfg.lockout_threshold"  # key in Session.info, set once by configure_sessions
+
+
+def configure_sessions(factory: sessionmaker[Session], *, lockout_threshold: int) -> None:
+    """Bind the facility's lockout threshold to every session ``factory`` makes, once, at start-up.
+
+    Logins and e-signatures count wrong passwords against the same threshold (MFG_LOCKOUT_THRESHOLD). The
+    signing services (steps, deviations, enrollment, dose orders, MBR approval, line clearance) all end in
+    ``sign``; carrying the setting on the session means none of their callers can forget it."""
+    factory.configure(info={LOCKOUT_THRESHOLD_INFO: lockout_threshold})
+
+
+def lockout_threshold(session: Session) -> int:
+    """The threshold ``configure_sessions`` bound to this session (the default for a bare session)."""
+    return int(session.info.get(LOCKOUT_THRESHOLD_INFO, DEFAULT_LOCKOUT_THRESHOLD))
+
+
 USERNAME_PATTERN = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
+
+
+#: The one answer to a refused login: it never says whether the account exists, is locked or is deactivated.
+#: The audit trail keeps the precise reason for the administrator.
+LOGIN_REFUSED = "username or password is wrong, or the account cannot sign in: ask an administrator"
 
 
 class LoginRefused(Refusal):
@@ -75,7 +97,15 @@ def deactivate_user(session: Session, actor: str, username: str, reason: str) ->
         raise ValidationRefused(
             f"{username} is already deactivated", entity_type="user_account", entity_id=str(user.id)
         )
-    audit_service.update(session, actor, user, reason=reason, action="deactivate", active=False)
+    audit_service.update(
+        session,
+        actor,
+        user,
+        reason=reason,
+        action="deactivate",
+        active=False,
+        session_version=user.session_version + 1,  # signed out everywhere, at once
+    )
     return user
 
 
@@ -85,8 +115,34 @@ def unlock_user(session: Session, actor: str, username: str, reason: str) -> Use
         raise ValidationRefused(
             f"{username} is not locked", entity_type="user_account", entity_id=str(user.id)
         )
-    audit_service.update(session, actor, user, reason=reason, action="unlock", locked=False, failed_logins=0)
+    audit_service.update(
+        session,
+        actor,
+        user,
+        reason=reason,
+        action="unlock",
+        locked=False,
+        failed_logins=0,
+        # a session from before the lock (perhaps the guesser's) does not come back with the unlock
+        session_version=user.session_version + 1,
+    )
     return user
+
+
+def end_sessions(
+    session: Session, user: User, *, action: str, reason: str, detail: Mapping[str, Any] | None = None
+) -> None:
+    """End every session of ``user`` on the server: the version their cookies carry no longer matches.
+    Used for logout and the idle sign-out; the event is recorded as ``action``."""
+    audit_service.update(
+        session,
+        user.username,
+        user,
+        action=action,
+        reason=reason,
+        detail=detail,
+        session_version=user.session_version + 1,
+    )
 
 
 def register_failed_password(
@@ -120,6 +176,7 @@ def register_failed_password(
         detail={"where": where},
         failed_logins=count,
         locked=user.locked or locking,
+        session_version=user.session_version + (1 if locking else 0),
     )
 
 
@@ -137,32 +194,48 @@ def _refuse_password(
     return refusal
 
 
+def _refuse_account(user: User, why: str, where: str) -> Refusal:
+    """A login to an account that cannot sign in: the generic answer, the precise reason on record."""
+    refusal = LoginRefused(LOGIN_REFUSED, entity_type="user_account", entity_id=str(user.id))
+    user_id, username = user.id, user.username
+
+    def record(session: Session) -> None:
+        audit_service.record_event(
+            session,
+            actor=username,
+            action="login_refused",
+            entity_type="user_account",
+            entity_id=str(user_id),
+            detail={"where": where, "why": why},
+        )
+
+    refusal.after_rollback.append(record)
+    refusal.record = False  # the event above says it all
+    return refusal
+
+
 def authenticate(
     session: Session,
     username: str,
     password: str,
     *,
-    threshold: int = DEFAULT_LOCKOUT_THRESHOLD,
+    threshold: int | None = None,
     where: str = "login",
 ) -> User:
-    """Check a login. On success the failure counter resets; on failure it is counted after rollback."""
+    """Check a login. On success the failure counter resets; on failure it is counted after rollback.
+    ``threshold`` defaults to the session's configured one (``configure_sessions``)."""
+    if threshold is None:
+        threshold = lockout_threshold(session)
     user = session.scalar(select(User).where(User.username == username.strip()))
-    if user is not None and user.locked:
-        refusal = LoginRefused(
-            f"account {user.username} is locked after repeated failed logins: "
-            "ask an administrator to unlock it",
-            entity_type="user_account",
-            entity_id=str(user.id),
-        )
-        raise refusal
-    if user is not None and not user.active:
-        raise LoginRefused(
-            f"account {user.username} is deactivated", entity_type="user_account", entity_id=str(user.id)
-        )
-    if user is None or not passwords.password_matches(user.password_hash, password):
-        raise _refuse_password(
-            user, username, where, threshold, "username or password is wrong", LoginRefused
-        )
+    if user is None or user.locked or not user.active:
+        # The same work and the same answer as a wrong password: neither the time taken nor the words tell an
+        # anonymous caller whether the account exists or why it cannot sign in. The trail says why.
+        passwords.spend_a_verification(password)
+        if user is None:
+            raise _refuse_password(None, username, where, threshold, LOGIN_REFUSED, LoginRefused)
+        raise _refuse_account(user, "account locked" if user.locked else "account deactivated", where)
+    if not passwords.password_matches(user.password_hash, password):
+        raise _refuse_password(user, username, where, threshold, LOGIN_REFUSED, LoginRefused)
     audit_service.update(
         session,
         user.username,
@@ -207,9 +280,12 @@ def sign(
     obj: Any,
     *,
     comment: str | None = None,
-    threshold: int = DEFAULT_LOCKOUT_THRESHOLD,
+    threshold: int | None = None,
 ) -> Signature:
-    """Apply an e-signature. The password is asked again every time (Part 11 §11.200)."""
+    """Apply an e-signature. The password is asked again every time (Part 11 §11.200). Wrong passwords count
+    towards the same lockout as logins: ``threshold``, by default the session's configured one."""
+    if threshold is None:
+        threshold = lockout_threshold(session)
     rules.require_gmp_actor(signer.role)
     if meaning not in rules.MEANINGS:
         raise ValidationRefused(f"unknown signature meaning {meaning!r}")

@@ -14,14 +14,16 @@ from typing import Any
 from flask import Flask, Response, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, current_user, logout_user
 from flask_wtf.csrf import CSRFProtect
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.errors import ValidationRefused
+from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.identity.rules import ROLE_TITLES
-from mfg.web import security, transaction
+from mfg.web import rate_limit, security, transaction
 from mfg.web.transaction import db
 
 log = logging.getLogger("mfg.web")
@@ -54,6 +56,8 @@ def init_web(app: Flask) -> None:
             return None
         if user is None or not user.active or user.locked:
             return None
+        if session.get("session_version") != user.session_version:
+            return None  # ended on the server (logout, idle sign-out, deactivation, lock): a stale cookie
         return security.SessionUser(user)
 
     @login_manager.unauthorized_handler
@@ -74,6 +78,7 @@ def init_web(app: Flask) -> None:
     app.before_request(_refuse_nul_characters)
 
     transaction.install(app, _error_page)
+    rate_limit.install(app, _error_page)
 
     @app.context_processor
     def layout_context() -> dict[str, Any]:
@@ -90,6 +95,9 @@ def init_web(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Cache-Control", "no-store")
+        if app.config.get("SECURE_COOKIES"):
+            # Behind HTTPS only: the browser refuses plain http for this host for a year.
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
 
     @app.errorhandler(HTTPException)
@@ -136,16 +144,25 @@ def _enforce_idle_timeout() -> Any:
         user_id = current_user.id
         logout_user()
         session.clear()
-        transaction.record_in_own_transaction(
-            lambda session_: audit_service.record_event(
-                session_,
-                actor=username,
-                action="session_timeout",
-                entity_type="user_account",
-                entity_id=str(user_id),
-                detail={"idle_seconds": int(now - last), "limit_seconds": limit, "path": request.path},
+        detail = {"idle_seconds": int(now - last), "limit_seconds": limit, "path": request.path}
+
+        def sign_out(session_: Session) -> None:
+            user = session_.get(User, user_id)
+            if user is None:  # cannot happen: the loader just found it; keep the record anyway
+                audit_service.record_event(
+                    session_,
+                    actor=username,
+                    action="session_timeout",
+                    entity_type="user_account",
+                    entity_id=str(user_id),
+                    detail=detail,
+                )
+                return
+            identity_service.end_sessions(
+                session_, user, action="session_timeout", reason="idle sign-out", detail=detail
             )
-        )
+
+        transaction.record_in_own_transaction(sign_out)
         message = (
             f"Signed out after {_minutes(current_app.config['IDLE_TIMEOUT_MINUTES'])} without activity. "
             "Nothing from the unfinished form was saved."

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from mfg import clock
-from mfg.audit import service as audit_service
 from mfg.errors import Refusal
 from mfg.identity import service as identity_service
 from mfg.web import security
-from mfg.web.transaction import commit_point, db, same_site
+from mfg.web.transaction import commit_point, db, same_site, signed_in_user
 
 bp = Blueprint("auth", __name__)
 
@@ -39,17 +38,17 @@ def login() -> Any:
     username = request.form.get("username", "").strip()
     if len(username) > USERNAME_MAX_LENGTH:
         # No account has such a name; the same answer as for any unknown username.
-        raise identity_service.LoginRefused("username or password is wrong", entity_type="user_account")
+        raise identity_service.LoginRefused(identity_service.LOGIN_REFUSED, entity_type="user_account")
     user = identity_service.authenticate(
         db(),
         username,
         request.form.get("password", ""),
-        threshold=current_app.config["LOCKOUT_THRESHOLD"],
         where=f"login from {request.remote_addr or 'unknown terminal'}",
     )
     session.clear()
     login_user(security.SessionUser(user))
     session["last_seen"] = clock.now().timestamp()  # the idle clock starts now, not at the next page
+    session["session_version"] = user.session_version  # the user loader compares it on every request
     return redirect(same_site(request.form.get("next"), "home.index"))
 
 
@@ -58,13 +57,8 @@ def login() -> Any:
 @commit_point()
 def logout() -> Any:
     if current_user.is_authenticated:
-        audit_service.record_event(
-            db(),
-            actor=current_user.username,
-            action="logout",
-            entity_type="user_account",
-            entity_id=str(current_user.id),
-        )
+        # Ends the session on the server: a copy of this cookie no longer signs anyone in.
+        identity_service.end_sessions(db(), signed_in_user(), action="logout", reason="signed out")
         logout_user()
     session.clear()
     flash("Signed out.", "info")
