@@ -26,8 +26,9 @@ os.environ.setdefault("MFG_LOGIN_RATE_LIMIT", "100000 per minute")
 
 import subprocess
 import sys
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -370,3 +371,23 @@ def bench(session: Session, world: World) -> Any:
     bench = set_up_bench(session, world.users["qa"], PASSWORD)
     session.commit()
     return bench
+
+
+# --- concurrency ---------------------------------------------------------------------------------------
+
+
+def all_at_once(work: list[Callable[[], Any]]) -> list[Any]:
+    """Run every callable in its own thread, released together."""
+    gate = threading.Barrier(len(work))
+    results: list[Any] = [None] * len(work)
+
+    def run(index: int) -> None:
+        gate.wait()
+        results[index] = work[index]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(work))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return results

@@ -12,7 +12,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -32,7 +31,7 @@ from mfg.process.models import StepRecord
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
 from tests.bench_data import Bench, step_values
-from tests.conftest import PASSWORD, ROOT, World, make_user, run_cli
+from tests.conftest import PASSWORD, ROOT, World, all_at_once, make_user, run_cli
 from tests.integration.test_batch_service import run_step
 
 SERVERS = 3
@@ -120,22 +119,6 @@ class Terminal:
         return self.post("/login", {"username": username, "password": password}, "/login")[0]
 
 
-def _all_at_once(work: list[Callable[[], Any]]) -> list[Any]:
-    gate = threading.Barrier(len(work))
-    results: list[Any] = [None] * len(work)
-
-    def run(index: int) -> None:
-        gate.wait()
-        results[index] = work[index]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(work))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    return results
-
-
 def test_three_servers_on_one_database(
     servers: list[str],
     database_url: str,
@@ -169,7 +152,7 @@ def test_three_servers_on_one_database(
 
     work = [wrong_passwords(b) for b in servers for _ in range(CLIENTS_PER_SERVER)]
     work += [good_logins(b) for b in servers]
-    results = _all_at_once(work)
+    results = all_at_once(work)
     failed = [code for batch_codes in results[: len(servers) * CLIENTS_PER_SERVER] for code in batch_codes]
     assert set(failed) == {401}
     assert {
@@ -185,7 +168,7 @@ def test_three_servers_on_one_database(
         recorders.append(terminal)
     form = {**{f"f.{k}": v for k, v in values.items()}, "password": PASSWORD}
     page = f"/bench/batches/{batch_id}"
-    recorded = _all_at_once(
+    recorded = all_at_once(
         [lambda t=t: t.post(f"{page}/steps/receipt.accept", form, page) for t in recorders]
     )
     assert sorted(code for code, _ in recorded) == [302, 422], [
@@ -206,7 +189,7 @@ def test_three_servers_on_one_database(
         terminal = Terminal(base)
         assert terminal.login(username, PASSWORD) == 302
         verifiers.append((terminal, username))
-    verified = _all_at_once(
+    verified = all_at_once(
         [
             lambda t=t, u=u: t.post(
                 f"/bench/records/{record_id}/verify", {"username": u, "password": PASSWORD}, page

@@ -7,7 +7,6 @@ trail. Runs on SQLite and, with MFG_TEST_DATABASE_URL, on PostgreSQL.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from mfg.process.models import StepRecord
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
 from tests.bench_data import PERFORMER, STEP_SEQUENCE, Bench, step_values
-from tests.conftest import PASSWORD, World, login
+from tests.conftest import PASSWORD, World, all_at_once, login
 
 
 def _app(database_url: str, tmp_path: Path, **overrides: Any) -> Flask:
@@ -39,23 +38,6 @@ def _app(database_url: str, tmp_path: Path, **overrides: Any) -> Flask:
             **overrides,
         }
     )
-
-
-def _all_at_once(work: list[Callable[[], Any]]) -> list[Any]:
-    """Run every callable in its own thread, released together."""
-    gate = threading.Barrier(len(work))
-    results: list[Any] = [None] * len(work)
-
-    def run(index: int) -> None:
-        gate.wait()
-        results[index] = work[index]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(work))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    return results
 
 
 def _account(factory: sessionmaker[Session], username: str) -> User:
@@ -74,7 +56,7 @@ def test_concurrent_wrong_passwords_are_each_counted(
     def attempts(client: Any) -> Callable[[], list[int]]:
         return lambda: [login(client, "nurse", "wrong-password").status_code for _ in range(6)]
 
-    codes = _all_at_once([attempts(c) for c in clients])
+    codes = all_at_once([attempts(c) for c in clients])
     assert {code for batch in codes for code in batch} == {401}
     assert _account(session_factory, "nurse").failed_logins == 48
     with session_factory() as s:
@@ -86,7 +68,7 @@ def test_simultaneous_wrong_passwords_lock_the_account_at_the_threshold(
 ) -> None:
     app = _app(database_url, tmp_path, LOCKOUT_THRESHOLD=5)
     clients = [app.test_client() for _ in range(8)]
-    _all_at_once([lambda c=c: login(c, "pharmacist", "wrong-password") for c in clients])
+    all_at_once([lambda c=c: login(c, "pharmacist", "wrong-password") for c in clients])
     account = _account(session_factory, "pharmacist")
     # Every wrong password that met an unlocked account is counted (those checked after the lock met a
     # locked account and were refused as such): the account locks once, at the fifth.
@@ -112,7 +94,7 @@ def test_logins_racing_failed_logins_leave_a_trail_that_verifies(
         client = app.test_client()
         password = PASSWORD if i % 2 else "wrong-password"
         work.append(lambda c=client, p=password: [login(c, "investigator", p).status_code for _ in range(4)])
-    _all_at_once(work)
+    all_at_once(work)
     with session_factory() as s:
         result = audit_service.verify(s)
         assert result.ok, result
@@ -152,7 +134,7 @@ def test_two_simultaneous_verifications_of_one_step_give_one_signature(
         client = app.test_client()
         assert login(client, username).status_code == 302
         verifiers.append(client)
-    statuses = _all_at_once(
+    statuses = all_at_once(
         [
             lambda c=client, u=username: (
                 c.post(
@@ -220,7 +202,7 @@ def test_the_same_step_recorded_at_once_from_two_terminals_is_refused_once_not_a
         assert login(client, username).status_code == 302
         terminals.append(client)
     form = {**{f"f.{k}": v for k, v in values.items()}, "password": PASSWORD}
-    responses = _all_at_once(
+    responses = all_at_once(
         [
             lambda c=c: c.post(f"/bench/batches/{batch_id}/steps/collection.harvest", data=form)
             for c in terminals
