@@ -16,7 +16,7 @@ from mfg.dosing import orders
 from mfg.dosing import service as order_service
 from mfg.dosing.models import DoseOrder
 from mfg.errors import ValidationRefused
-from mfg.process.batches import role_values
+from mfg.process.batches import role_values, values_of_records
 from mfg.process.models import Batch, FieldValue, MbrVersion, StepRecord, current_of
 from mfg.process.versions import mbr_of
 from mfg.study.definition import StudyDefinition
@@ -50,13 +50,8 @@ def freeze_values(session: Session, subject: Subject) -> dict[str, dict[str, Fie
         select(StepRecord).where(StepRecord.batch_id.in_(freeze_keys)).order_by(StepRecord.id)
     ).all()
     wanted = {r.id: freeze_keys[r.batch_id][0] for r in records if r.step_key == freeze_keys[r.batch_id][1]}
-    by_record: dict[int, list[FieldValue]] = {record_id: [] for record_id in wanted}
-    if wanted:
-        for row in session.scalars(
-            select(FieldValue).where(FieldValue.step_record_id.in_(wanted)).order_by(FieldValue.id)
-        ):
-            by_record[row.step_record_id].append(row)
-    return {wanted[record_id]: current_of(rows_) for record_id, rows_ in by_record.items()}
+    values = values_of_records(session, wanted)
+    return {din: current_of(values.get(record_id, [])) for record_id, din in wanted.items()}
 
 
 def bank_stock(session: Session, subject: Subject, *, din: str | None = None) -> BankStock:

@@ -359,20 +359,6 @@ class SignatureView:
     why: str
 
 
-def signature_status(session: Session, signature: Signature) -> SignatureView:
-    model = audit_service.audited_models().get(signature.entity_type)
-    if model is None:
-        return SignatureView(signature, False, f"signed record type {signature.entity_type} is unknown")
-    obj = audit_service.get_by_entity_id(session, model, signature.entity_id)
-    if obj is None:
-        return SignatureView(signature, False, "the signed record no longer exists")
-    content = signed_content(obj, signature.meaning)
-    now = rules.content_sha256(signature.entity_type, signature.entity_id, content)
-    if now != signature.content_sha256:
-        return SignatureView(signature, False, "the record has changed since it was signed")
-    return SignatureView(signature, True, "")
-
-
 def signatures_for_many(
     session: Session, objs: Sequence[Any], signed_extras: Mapping[str, Any] | None = None
 ) -> dict[str, list[SignatureView]]:
@@ -390,8 +376,7 @@ def signatures_for_many(
     ):
         obj = by_id[signature.entity_id]
         content = signed_content(obj, signature.meaning, extras.get(signature.entity_id))
-        now = rules.content_sha256(entity_type, signature.entity_id, content)
-        valid = now == signature.content_sha256
+        valid = rules.content_sha256(entity_type, signature.entity_id, content) == signature.content_sha256
         views[signature.entity_id].append(
             SignatureView(signature, valid, "" if valid else "the record has changed since it was signed")
         )
@@ -399,15 +384,8 @@ def signatures_for_many(
 
 
 def signatures_for(session: Session, obj: Any) -> list[SignatureView]:
-    sigs = session.scalars(
-        select(Signature)
-        .where(
-            Signature.entity_type == audit_service.entity_type_of(obj),
-            Signature.entity_id == audit_service.entity_id_of(obj),
-        )
-        .order_by(Signature.signed_at, Signature.id)
-    ).all()
-    return [signature_status(session, s) for s in sigs]
+    """One record's signatures, each judged valid or not against the record as it is now."""
+    return signatures_for_many(session, [obj]).get(audit_service.entity_id_of(obj), [])
 
 
 def require_can_act(user: User) -> None:

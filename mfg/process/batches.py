@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -94,13 +95,28 @@ def current_values(session: Session, record: StepRecord) -> dict[str, FieldValue
 
 def values_by_record(session: Session, batch: Batch) -> dict[int, list[FieldValue]]:
     """Every value the batch recorded, corrections included, by step record: one query for a whole page."""
-    grouped: dict[int, list[FieldValue]] = defaultdict(list)
-    rows = session.scalars(
-        select(FieldValue)
-        .join(StepRecord, StepRecord.id == FieldValue.step_record_id)
-        .where(StepRecord.batch_id == batch.id)
-        .order_by(FieldValue.id)
+    return _grouped(
+        session.scalars(
+            select(FieldValue)
+            .join(StepRecord, StepRecord.id == FieldValue.step_record_id)
+            .where(StepRecord.batch_id == batch.id)
+            .order_by(FieldValue.id)
+        )
     )
+
+
+def values_of_records(session: Session, record_ids: Iterable[int]) -> dict[int, list[FieldValue]]:
+    """Every value of these step records, corrections included, by record: one query."""
+    ids = list(record_ids)
+    if not ids:
+        return {}
+    return _grouped(
+        session.scalars(select(FieldValue).where(FieldValue.step_record_id.in_(ids)).order_by(FieldValue.id))
+    )
+
+
+def _grouped(rows: Iterable[FieldValue]) -> dict[int, list[FieldValue]]:
+    grouped: dict[int, list[FieldValue]] = defaultdict(list)
     for row in rows:
         grouped[row.step_record_id].append(row)
     return grouped

@@ -4,7 +4,7 @@ capability (``mfg.process.extensions``) adds computed fields, planned ranges, li
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,7 +21,7 @@ from mfg.identity import service as identity_service
 from mfg.identity.models import Signature, User
 from mfg.materials.models import EquipmentUse, MaterialUse
 from mfg.process import rules
-from mfg.process.batches import batch_mbr, current_values, get_batch, latest_record, progress_of
+from mfg.process.batches import batch_mbr, current_values, get_batch, latest_record, step_records
 from mfg.process.deviations import open_deviation
 from mfg.process.entries import FUTURE_SLACK, Entry, EntryContext, parse_entry, parse_local_datetime
 from mfg.process.extensions import Capability, StepContext, capability_for
@@ -53,7 +53,7 @@ def record_step(
     """Record one step: validate it all, write values, uses, containers and deviations, sign 'performed'."""
     identity_service.require_can_act(user)
     mbr = batch_mbr(session, batch)
-    step = _recordable_step(session, user, batch, step_key)
+    step, progress = _recordable_step(session, user, batch, step_key)
     require_workstation(session, batch, step, workstation)
     entered_at = clock.now()
     ctx = StepContext(session, user, batch, mbr, step, study, _performed_at(submission, batch, entered_at))
@@ -62,7 +62,7 @@ def record_step(
     assert subject is not None
     entries = parse_submission(EntryContext(ctx, subject, capability), submission)
 
-    iteration = progress_of(session, batch).get(step.key, rules.StepProgress()).count + 1
+    iteration = progress.get(step.key, rules.StepProgress()).count + 1
     at_cabinet = workstation if workstation is not None and step.at_workstation else None
     record = StepRecord(
         batch_id=batch.id,
@@ -95,8 +95,11 @@ def record_step(
     return record
 
 
-def _recordable_step(session: Session, user: User, batch: Batch, step_key: str) -> StepDef:
-    """The step, if this user may record it on this batch now; else a refusal that says why not."""
+def _recordable_step(
+    session: Session, user: User, batch: Batch, step_key: str
+) -> tuple[StepDef, dict[str, rules.StepProgress]]:
+    """The step, if this user may record it on this batch now, with the batch's progress (read once, under
+    the writer's lock); else a refusal that says why not."""
     mbr = batch_mbr(session, batch)
     try:
         step = mbr.step(step_key)
@@ -118,10 +121,12 @@ def _recordable_step(session: Session, user: User, batch: Batch, step_key: str) 
             entity_type="batch",
             entity_id=str(batch.id),
         )
-    problem = rules.step_problem(mbr, step, progress_of(session, batch))
+    records = step_records(session, batch)
+    progress = rules.progress(records)
+    problem = rules.step_problem(mbr, step, progress)
     if problem:
         raise rules.StepOrderRefused(problem, entity_type="batch", entity_id=str(batch.id))
-    reopened = reopened_for_verification(session, batch)
+    reopened = reopened_for_verification(session, records)
     if reopened is not None:
         raise rules.BatchStopped(
             f"the batch is held: a corrected value of '{mbr.step(reopened.step_key).title}' waits for "
@@ -129,16 +134,13 @@ def _recordable_step(session: Session, user: User, batch: Batch, step_key: str) 
             entity_type="batch",
             entity_id=str(batch.id),
         )
-    return step
+    return step, progress
 
 
-def reopened_for_verification(session: Session, batch: Batch) -> StepRecord | None:
-    """A verified step whose value was corrected since: it holds the whole batch until verified again."""
-    waiting = session.scalars(
-        select(StepRecord).where(
-            StepRecord.batch_id == batch.id, StepRecord.status == "awaiting_verification"
-        )
-    ).all()
+def reopened_for_verification(session: Session, records: Sequence[StepRecord]) -> StepRecord | None:
+    """Among a batch's records, a verified step whose value was corrected since: it holds the whole batch
+    until verified again."""
+    waiting = [r for r in records if r.status == "awaiting_verification"]
     if not waiting:
         return None
     verified = set(
