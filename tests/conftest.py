@@ -317,15 +317,20 @@ def count_rows(session: Session, model: Any) -> int:
 
 @pytest.fixture
 def app(database_url: str, tmp_path: Path, world: World) -> Flask:
-    return create_app(
-        {
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": "test-secret",
-            "INSTANCE_PATH": str(tmp_path),
-            "WTF_CSRF_ENABLED": False,
-            "TESTING": True,
-        }
-    )
+    return build_app(database_url, tmp_path)
+
+
+def build_app(database_url: str, tmp_path: Path, **overrides: Any) -> Flask:
+    """The test app (CSRF off, its own instance folder), with some settings changed."""
+    settings: dict[str, Any] = {
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "test-secret",
+        "INSTANCE_PATH": str(tmp_path),
+        "WTF_CSRF_ENABLED": False,
+        "TESTING": True,
+    }
+    settings.update(overrides)
+    return create_app(settings)
 
 
 @pytest.fixture

@@ -17,12 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
-from mfg import clock, create_app
+from mfg import clock
 from mfg.audit.models import AuditEvent
 from mfg.identity.models import User
 from mfg.identity.rules import ROLE_TITLES
 from mfg.study.models import Site, Subject
-from tests.conftest import PASSWORD, World, enrollment_form, login
+from tests.conftest import PASSWORD, World, build_app, enrollment_form, login
 
 WRONG = "not-the-password-1"
 
@@ -33,19 +33,6 @@ WRONG = "not-the-password-1"
 def text_of(response: TestResponse) -> str:
     """The page as a reader sees it: entities decoded (Jinja escapes quotes)."""
     return html.unescape(response.get_data(as_text=True))
-
-
-def build_app(database_url: str, tmp_path: Path, **overrides: Any) -> Flask:
-    """The same settings as the ``app`` fixture, with some changed."""
-    settings: dict[str, Any] = {
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": "test-secret",
-        "INSTANCE_PATH": str(tmp_path),
-        "WTF_CSRF_ENABLED": False,
-        "TESTING": True,
-    }
-    settings.update(overrides)
-    return create_app(settings)
 
 
 def events(factory: sessionmaker[Session], action: str, actor: str | None = None) -> list[dict[str, Any]]:

@@ -11,11 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mfg import clock, create_app
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.audit.models import AuditEvent
 from mfg.identity.models import Signature, User
@@ -24,20 +23,7 @@ from mfg.process.models import StepRecord
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
 from tests.bench_data import PERFORMER, STEP_SEQUENCE, Bench, step_values
-from tests.conftest import PASSWORD, World, all_at_once, login
-
-
-def _app(database_url: str, tmp_path: Path, **overrides: Any) -> Flask:
-    return create_app(
-        {
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": "test-secret",
-            "INSTANCE_PATH": str(tmp_path),
-            "WTF_CSRF_ENABLED": False,
-            "TESTING": True,
-            **overrides,
-        }
-    )
+from tests.conftest import PASSWORD, World, all_at_once, build_app, login
 
 
 def _account(factory: sessionmaker[Session], username: str) -> User:
@@ -50,7 +36,7 @@ def _account(factory: sessionmaker[Session], username: str) -> User:
 def test_concurrent_wrong_passwords_are_each_counted(
     database_url: str, tmp_path: Path, world: World, session_factory: sessionmaker[Session]
 ) -> None:
-    app = _app(database_url, tmp_path, LOCKOUT_THRESHOLD=100)
+    app = build_app(database_url, tmp_path, LOCKOUT_THRESHOLD=100)
     clients = [app.test_client() for _ in range(8)]
 
     def attempts(client: Any) -> Callable[[], list[int]]:
@@ -66,7 +52,7 @@ def test_concurrent_wrong_passwords_are_each_counted(
 def test_simultaneous_wrong_passwords_lock_the_account_at_the_threshold(
     database_url: str, tmp_path: Path, world: World, session_factory: sessionmaker[Session]
 ) -> None:
-    app = _app(database_url, tmp_path, LOCKOUT_THRESHOLD=5)
+    app = build_app(database_url, tmp_path, LOCKOUT_THRESHOLD=5)
     clients = [app.test_client() for _ in range(8)]
     all_at_once([lambda c=c: login(c, "pharmacist", "wrong-password") for c in clients])
     account = _account(session_factory, "pharmacist")
@@ -88,7 +74,7 @@ def test_simultaneous_wrong_passwords_lock_the_account_at_the_threshold(
 def test_logins_racing_failed_logins_leave_a_trail_that_verifies(
     database_url: str, tmp_path: Path, world: World, session_factory: sessionmaker[Session]
 ) -> None:
-    app = _app(database_url, tmp_path, LOCKOUT_THRESHOLD=100)
+    app = build_app(database_url, tmp_path, LOCKOUT_THRESHOLD=100)
     work: list[Callable[[], Any]] = []
     for i in range(8):
         client = app.test_client()
@@ -128,7 +114,7 @@ def test_two_simultaneous_verifications_of_one_step_give_one_signature(
     assert critical is not None
     record_id = critical.id
     session.rollback()
-    app = _app(database_url, tmp_path)
+    app = build_app(database_url, tmp_path)
     verifiers = []
     for username in ("supervisor", "qcanalyst"):
         client = app.test_client()
@@ -160,7 +146,7 @@ def test_two_simultaneous_verifications_of_one_step_give_one_signature(
 
 def test_a_read_only_request_takes_no_write_lock(database_url: str, tmp_path: Path, world: World) -> None:
     """Readers never wait for the chain lock: no BEGIN IMMEDIATE, no advisory lock on a GET."""
-    app = _app(database_url, tmp_path)
+    app = build_app(database_url, tmp_path)
     client = app.test_client()
     login(client, "coordinator")
     seen: list[str] = []
@@ -195,7 +181,7 @@ def test_the_same_step_recorded_at_once_from_two_terminals_is_refused_once_not_a
     values = step_values(session, batch, "collection.harvest", clock.now())
     batch_id = batch.id
     session.rollback()
-    app = _app(database_url, tmp_path)
+    app = build_app(database_url, tmp_path)
     terminals = []
     for username in ("coordinator", "coordinator2"):
         client = app.test_client()

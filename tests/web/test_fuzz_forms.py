@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mfg import create_app
 from mfg.audit import service as audit_service
 from mfg.custody.models import Container
 from mfg.materials.models import Equipment, ReagentLot
@@ -36,7 +35,7 @@ from mfg.process.models import Batch, Deviation, FieldValue, MbrVersion, StepRec
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Site, Subject
 from tests.bench_data import Bench
-from tests.conftest import PASSWORD, World, login
+from tests.conftest import PASSWORD, World, build_app, login
 from tests.web.test_page_queries import record
 
 # a quick net in the suite; MFG_FUZZ_EXAMPLES=200 for a deeper run by hand
@@ -250,16 +249,8 @@ def _fuzzer(route: FuzzRoute, known: Known, clients: dict[str, FlaskClient]) -> 
 
 @pytest.fixture
 def fuzz_app(database_url: str, tmp_path: Path, world: World) -> Flask:
-    return create_app(
-        {
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": "test-secret",
-            "INSTANCE_PATH": str(tmp_path),
-            "WTF_CSRF_ENABLED": False,
-            "TESTING": True,
-            "LOCKOUT_THRESHOLD": 10_000,  # wrong passwords are fuzzed too; a locked account would end the run
-        }
-    )
+    # wrong passwords are fuzzed too; a locked account would end the run
+    return build_app(database_url, tmp_path, LOCKOUT_THRESHOLD=10_000)
 
 
 def test_no_form_or_query_answers_500(

@@ -20,7 +20,7 @@ from mfg.audit.models import AuditEvent
 from mfg.identity.rules import GMP_ROLES, ROLES
 from mfg.study.models import Subject
 from mfg.web import security
-from tests.conftest import World, login
+from tests.conftest import World, build_app, login
 
 # The roles, written out rather than imported: a new role is a deliberate change of access, and must be placed
 # in the table below before this file passes again.
@@ -303,15 +303,7 @@ def test_every_endpoint_declares_who_may_use_it() -> None:
 def test_an_undeclared_endpoint_is_closed_to_everyone(
     database_url: str, tmp_path: Path, world: World
 ) -> None:
-    app = create_app(
-        {
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": "test-secret",
-            "INSTANCE_PATH": str(tmp_path),
-            "WTF_CSRF_ENABLED": False,
-            "TESTING": True,
-        }
-    )
+    app = build_app(database_url, tmp_path)
 
     @app.route("/forgotten")
     def forgotten() -> str:

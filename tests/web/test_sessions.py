@@ -19,8 +19,8 @@ from werkzeug.test import TestResponse
 from mfg import clock
 from mfg.audit.models import AuditEvent
 from mfg.identity.models import User
-from tests.conftest import PASSWORD, World, enrollment_form, login
-from tests.web.test_auth import WRONG, account, build_app, events, subject_count, text_of
+from tests.conftest import PASSWORD, World, build_app, enrollment_form, login
+from tests.web.test_auth import WRONG, account, events, subject_count, text_of
 
 COOKIE = "session"
 
