@@ -50,13 +50,26 @@ def database_is_current(engine: Engine, url: str) -> bool:
         return set(MigrationContext.configure(conn).get_current_heads()) == heads
 
 
-def prepare(url: str, engine: Engine) -> None:
-    """What `mfg init` does: migrate, make the audit key if there is none (mode 0600), and key the trail from
-    here on if it was written before the key existed."""
+def prepare(url: str) -> None:
+    """What `mfg init` does, as the schema's owner (MFG_ADMIN_DATABASE_URL when set): migrate; grant the
+    application's role (the user of ``url``) its rights when it is another role; make the audit key if there
+    is none (mode 0600); and key the trail from here on if it was written before the key existed."""
+    from mfg import db_roles
     from mfg.audit import key as audit_key
     from mfg.audit import service as audit_service
 
-    upgrade_database(url)
+    owner_url = mfg_config.owner_database_url()
+    if not db_roles.same_database(url, owner_url):
+        _fail("MFG_ADMIN_DATABASE_URL and MFG_DATABASE_URL name different databases")
+    upgrade_database(owner_url)
+    engine = make_engine(owner_url)
+    app_role, owner_role = db_roles.role_of(url), db_roles.role_of(owner_url)
+    if engine.dialect.name == "postgresql" and app_role and app_role != owner_role:
+        try:
+            db_roles.grant_application_role(engine, app_role)
+        except LookupError as exc:
+            _fail(str(exc))
+        click.echo(f"database role {app_role}: rows only (no DDL; the audit trail: SELECT and INSERT)")
     path = audit_key.key_path()
     if audit_key.create_key_file(path):
         click.echo(f"audit key created at {path} (mode 0600): back it up, away from the database backups")
@@ -103,7 +116,7 @@ def main() -> None:
 )
 def init() -> None:
     url, engine = _engine()
-    prepare(url, engine)
+    prepare(url)
     click.echo(f"database ready at revision head ({engine.url.render_as_string(hide_password=True)})")
 
 
@@ -121,7 +134,7 @@ def serve(host: str, port: int, threads: int, demo: bool) -> None:
 
     url, engine = _engine()
     if demo:
-        prepare(url, engine)
+        prepare(url)
         from mfg.demo import DEMO_PASSWORD, seed_demo
 
         with session_scope(make_session_factory(engine)) as session:
@@ -133,9 +146,23 @@ def serve(host: str, port: int, threads: int, demo: bool) -> None:
             click.echo(f"  {username:<12} {role}")
     elif not database_is_current(engine, url):
         _fail("the database is not initialised or not at the latest migration: run `mfg init` first")
+    _warn_of_excess_rights(engine)
     app = create_app()
     click.echo(f"MFG terminal on http://{host}:{port}/  (Ctrl+C stops it)")
     waitress.serve(app, host=host, port=port, threads=threads, ident="mfg")
+
+
+def _warn_of_excess_rights(engine: Engine) -> None:
+    from mfg import db_roles
+
+    reasons = db_roles.excess_rights(engine)
+    if reasons:
+        click.echo(
+            "warning: the application's database role could switch off the audit trail's protection ("
+            + "; ".join(reasons)
+            + "): in production connect as a role without DDL rights (README: production set-up)",
+            err=True,
+        )
 
 
 @cli.command(
@@ -154,7 +181,7 @@ def demo(out_dir: Path) -> None:
     from mfg.demo import run_reference_scenario
 
     url, engine = _engine()
-    prepare(url, engine)
+    prepare(url)
     try:
         with session_scope(make_session_factory(engine)) as session:
             summary, files = run_reference_scenario(session, out_dir.resolve(), _actor())

@@ -1,6 +1,8 @@
 """Configuration from the environment, with embedded defaults so a new user needs no server.
 
 MFG_DATABASE_URL      SQLAlchemy URL (default: SQLite file in the instance folder)
+MFG_ADMIN_DATABASE_URL  the schema owner's URL, for `mfg init` and migrations (PostgreSQL in production:
+                      the application's own role then has no DDL rights; default: MFG_DATABASE_URL)
 MFG_SECRET_KEY        session signing key (default: generated once into the instance folder)
 MFG_INSTANCE_PATH     where the SQLite file and generated key live (default: ./instance)
 MFG_IDLE_TIMEOUT_MINUTES   idle session timeout at shared terminals (default 15)
@@ -53,6 +55,11 @@ def database_url(instance: Path | None = None) -> str:
         return url
     folder = private_folder(instance or instance_path())
     return f"sqlite:///{private_file(folder / 'mfg.sqlite3')}"
+
+
+def owner_database_url(instance: Path | None = None) -> str:
+    """Who migrates: the schema's owner where production separates the two roles, else the one URL."""
+    return os.environ.get("MFG_ADMIN_DATABASE_URL") or database_url(instance)
 
 
 def _secret_key(instance: Path) -> str:

@@ -80,6 +80,7 @@ class DatabaseServer:
         self.workdir = workdir
         self.run_id = uuid.uuid4().hex[:8]
         self.created: list[str] = []
+        self.roles: list[str] = []
         self.is_postgres = bool(PG_URL)
         self.admin: Engine | None = None
         if self.is_postgres:
@@ -146,11 +147,23 @@ class DatabaseServer:
         elif name:
             Path(name).unlink(missing_ok=True)
 
+    def new_role(self) -> str:
+        """PostgreSQL: a login role with no rights (roles belong to the server: dropped at the end)."""
+        assert self.admin is not None
+        role = self._new_name("app_" + uuid.uuid4().hex[:6])
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        self.roles.append(role)
+        return role
+
     def close(self) -> None:
         if self.is_postgres:
             for name in reversed(self.created):
                 self.drop(name)
             assert self.admin is not None
+            with self.admin.connect() as conn:
+                for role in self.roles:  # their grants went with the databases
+                    conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
             self.admin.dispose()
 
 
@@ -180,6 +193,23 @@ def database_url(db_server: DatabaseServer) -> Iterator[str]:
     url = db_server.new_database()
     yield url
     db_server.drop(url)
+
+
+@pytest.fixture
+def app_role_url(db_server: DatabaseServer, database_url: str) -> str:
+    """How the application connects in production (DESIGN §7). PostgreSQL: as a role granted only the
+    application's rights on ``database_url`` by its owner (as ``mfg init`` grants). SQLite: as is."""
+    if not db_server.is_postgres:
+        return database_url
+    from mfg import db_roles
+
+    role = db_server.new_role()
+    owner = make_engine(database_url)
+    try:
+        db_roles.grant_application_role(owner, role)
+    finally:
+        owner.dispose()
+    return make_url(database_url).set(username=role, password=None).render_as_string(hide_password=False)
 
 
 @pytest.fixture

@@ -46,10 +46,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def servers(database_url: str, tmp_path: Path, world: World) -> Iterator[list[str]]:
+def servers(app_role_url: str, tmp_path: Path, world: World) -> Iterator[list[str]]:
+    # On PostgreSQL the servers connect as production does: a role with rows only, no DDL.
     env = {
         **os.environ,
-        "MFG_DATABASE_URL": database_url,
+        "MFG_DATABASE_URL": app_role_url,
         "MFG_INSTANCE_PATH": str(tmp_path),
         "MFG_SECRET_KEY": "one-key-for-all-servers",
         "MFG_LOCKOUT_THRESHOLD": "100",
