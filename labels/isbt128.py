@@ -40,9 +40,11 @@ __all__ = [
     "build_din",
     "build_expiration",
     "build_product_code",
+    "check_flags",
     "din_check_character",
     "eye_readable",
     "parse",
+    "parse_coi_identifier",
 ]
 
 AUTOLOGOUS_USE_ONLY = "1"
@@ -52,7 +54,9 @@ _DIGITS = frozenset(string.digits)
 _UPPER = frozenset(string.ascii_uppercase)
 _LOWER = frozenset(string.ascii_lowercase)
 _ALNUM_UPPER = _DIGITS | _UPPER
-_FACILITY_FIRST = _UPPER | (_DIGITS - {"0"})
+# ST-001: the first character of a facility identification number is A-N, P-Z or 1-9 (no O, no 0, which a
+# reader cannot tell apart).
+_FACILITY_FIRST = (_UPPER - {"O"}) | (_DIGITS - {"0"})
 _COLLECTION_TYPE = _DIGITS | _UPPER | _LOWER
 _MOD37_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ*"
 
@@ -95,7 +99,9 @@ def _check_str(structure: str, part: str, value: object, length: int) -> str:
 def _check_facility_id(structure: str, facility_id: object) -> None:
     text = _check_str(structure, "facility id", facility_id, 5)
     if text[0] not in _FACILITY_FIRST:
-        raise InvalidCode(f"{structure}: facility id must start with A-Z or 1-9, got {text[0]!r} in {text!r}")
+        raise InvalidCode(
+            f"{structure}: facility id must start with A-N, P-Z or 1-9, got {text[0]!r} in {text!r}"
+        )
     _require(structure, "facility id", text[1:], _DIGITS, "digits 0-9 after the first character")
 
 
@@ -108,6 +114,32 @@ def _check_character(structure: str, data: str) -> str:
 def din_check_character(din: str) -> str:
     """ISO/IEC 7064 Mod 37-2 check character of a 13-character DIN (no '=', no flags)."""
     return _check_character("DIN", din)
+
+
+# DIN flag characters (ST-001, table of flag types): two digits. 00-59 are type 1 and 2 (process control,
+# facility use); 60-96 are type 3, 60 + the Mod 37-2 value of the DIN's check character, so that a scan can be
+# checked without the eye-readable box; 97-99 are not assigned.
+LAST_PLAIN_FLAG = 59
+CHECK_FLAG_BASE = 60
+
+
+def check_flags(din: str) -> str:
+    """The type-3 flags of a 13-character DIN: 60 + the value of its check character (``60``-``96``)."""
+    return f"{CHECK_FLAG_BASE + _MOD37_ALPHABET.index(din_check_character(din)):02d}"
+
+
+def _check_flags(din: str, flags: str) -> None:
+    value = _digits("DIN", "flags", flags)
+    if value <= LAST_PLAIN_FLAG:
+        return
+    if value >= CHECK_FLAG_BASE + len(_MOD37_ALPHABET):
+        raise InvalidCode(f"DIN: flags {flags} are not assigned (97-99 are reserved)")
+    expected = check_flags(din)
+    if flags != expected:
+        raise InvalidCode(
+            f"DIN: type-3 flags {flags} do not match the DIN's check character "
+            f"{din_check_character(din)!r} (expected {expected})"
+        )
 
 
 def _check_length(structure: str, content: str, expected: str, allowed: tuple[int, ...]) -> None:
@@ -129,7 +161,7 @@ class Din:
         _check_int("DIN", "year", self.year, 0, 99)
         _check_int("DIN", "sequence number", self.sequence, 1, 999_999)
         _check_str("DIN", "flags", self.flags, 2)
-        _require("DIN", "flags", self.flags, _ALNUM_UPPER, "0-9 or A-Z")
+        _check_flags(self.din, self.flags)
 
     @property
     def din(self) -> str:
@@ -284,9 +316,12 @@ def _parse_datetime(cls: type[_DT], content: str) -> _DT:
 
 @dataclass(frozen=True)
 class ChainOfIdentity:
-    """Chain of identity identifier, data structure 040 in this project's form (``&/CH`` + 13 characters).
+    """Chain of identity identifier, data structure 040 in this project's form (``&/CH`` + 13 characters,
+    a fixed length).
 
-    The Mod 37-2 check character is printed beside the identifier and is not part of the barcode data.
+    The Mod 37-2 check character is printed beside the identifier and is not part of the barcode data: a
+    scanned 040 with a fourteenth character is refused, like any other length. Typed identifiers (with or
+    without the boxed check character) go through ``parse_coi_identifier``.
     """
 
     facility_id: str
@@ -324,12 +359,20 @@ def build_coi(facility_id: str, year: int, serial: str) -> ChainOfIdentity:
 
 def _parse_coi(content: str) -> ChainOfIdentity:
     s = "chain of identity"
-    _check_length(s, content, "13 characters after '&/CH' (14 with check character)", (13, 14))
+    expected = "exactly 13 characters after '&/CH' (the check character is not encoded)"
+    _check_length(s, content, expected, (13,))
     _check_facility_id(s, content[:5])
-    coi = ChainOfIdentity(content[:5], _digits(s, "year", content[5:7]), content[7:13])
-    expected = coi.check_character
-    if len(content) == 14 and content[13] != expected:
-        raise InvalidCode(f"{s}: wrong check character, expected {expected!r}, got {content[13]!r}")
+    return ChainOfIdentity(content[:5], _digits(s, "year", content[5:7]), content[7:13])
+
+
+def parse_coi_identifier(typed: str) -> ChainOfIdentity:
+    """A chain of identity identifier as a person types it from the label: the 13 characters, optionally
+    followed by the boxed check character, which must then be right."""
+    s = "chain of identity"
+    _check_length(s, typed, "13 characters (14 with the check character)", (13, 14))
+    coi = _parse_coi(typed[:13])
+    if len(typed) == 14 and typed[13] != coi.check_character:
+        raise InvalidCode(f"{s}: wrong check character, expected {coi.check_character!r}, got {typed[13]!r}")
     return coi
 
 

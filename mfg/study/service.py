@@ -84,7 +84,7 @@ def get_subject(session: Session, subject_id: int) -> Subject:
 def find_subject_by_coi(session: Session, scanned: str) -> Subject:
     """A scanned COI barcode (or the identifier typed with its check character) leads to one subject."""
     try:
-        parsed = isbt128.parse(scanned if scanned.startswith("&/") else "&/CH" + scanned)
+        parsed = isbt128.parse(scanned) if scanned.startswith("&/") else isbt128.parse_coi_identifier(scanned)
     except isbt128.InvalidCode as exc:
         raise ValidationRefused(
             f"{scanned!r} is not a chain of identity identifier: {exc}", entity_type="subject"

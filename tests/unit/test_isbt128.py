@@ -23,26 +23,32 @@ from labels.isbt128 import (
     build_din,
     build_expiration,
     build_product_code,
+    check_flags,
     din_check_character,
     eye_readable,
     parse,
+    parse_coi_identifier,
 )
 
 ALNUM = string.digits + string.ascii_uppercase
 
 facility_ids = st.builds(
     lambda first, rest: first + rest,
-    st.sampled_from(string.ascii_uppercase + "123456789"),
+    st.sampled_from(string.ascii_uppercase.replace("O", "") + "123456789"),
     st.text(string.digits, min_size=4, max_size=4),
 )
 years = st.integers(0, 99)
-dins = st.builds(
-    build_din,
-    facility_ids,
-    years,
-    st.integers(1, 999_999),
-    st.text(ALNUM, min_size=2, max_size=2),
-)
+
+
+@st.composite
+def dins(draw: st.DrawFn) -> Din:
+    """Any valid DIN: plain flags 00-59, or the type-3 flags that carry its check character."""
+    din = build_din(draw(facility_ids), draw(years), draw(st.integers(1, 999_999)))
+    if draw(st.booleans()):
+        return build_din(din.facility_id, din.year, din.sequence, check_flags(din.din))
+    return build_din(din.facility_id, din.year, din.sequence, f"{draw(st.integers(0, 59)):02d}")
+
+
 product_codes = st.builds(
     build_product_code,
     st.builds(
@@ -77,7 +83,7 @@ def test_din_example_parts_and_text() -> None:
     assert din.eye_readable == eye_readable(din) == "W1234 26 000042 00"
 
 
-@given(dins)
+@given(dins())
 def test_din_round_trip(din: Din) -> None:
     assert parse(din.code) == din
     assert len(din.code) == 16
@@ -125,10 +131,12 @@ def test_century_rule(cyy: str, year: int) -> None:
 
 
 @given(cois)
-def test_coi_round_trip_with_and_without_check_character(coi: ChainOfIdentity) -> None:
+def test_coi_round_trip_and_typed_identifier(coi: ChainOfIdentity) -> None:
     assert len(coi.code) == 17
     assert parse(coi.code) == coi
-    assert parse(coi.code + coi.check_character) == coi
+    # Typed from the label: with or without the boxed check character.
+    assert parse_coi_identifier(coi.identifier) == coi
+    assert parse_coi_identifier(coi.identifier + coi.check_character) == coi
 
 
 def test_coi_example() -> None:
@@ -139,7 +147,7 @@ def test_coi_example() -> None:
     assert eye_readable(coi) == "W1234 26 ABC123"
 
 
-@given(dins)
+@given(dins())
 @example(build_din("A9999", 21, 123456))
 def test_check_character_detects_substitutions_and_adjacent_transpositions(din: Din) -> None:
     text, check = din.din, din.check_character
@@ -161,12 +169,13 @@ def test_check_character_detects_substitutions_and_adjacent_transpositions(din: 
         ("=W123426000042", "DIN: expected 15 characters after '='"),
         ("=W1234260000420", "got 14"),
         ("=W12342600004200\n", "got 16"),
-        ("=w12342600004200", "facility id must start with A-Z or 1-9, got 'w'"),
-        ("=012342600004200", "facility id must start with A-Z or 1-9, got '0'"),
+        ("=w12342600004200", "facility id must start with A-N, P-Z or 1-9, got 'w'"),
+        ("=012342600004200", "facility id must start with A-N, P-Z or 1-9, got '0'"),
         ("=W12A42600004200", "DIN: bad character 'A' in facility id"),
         ("=W123426000x4200", "DIN: bad character 'x' in sequence number"),
         ("=W12342600000000", "DIN: sequence number must be an integer 1..999999"),
         ("=W1234260000420a", "DIN: bad character 'a' in flags"),
+        ("=W1234260000420A", "DIN: bad character 'A' in flags"),
         ("=%A", "unknown data identifier '=%'"),
         ("&Q0263301430", "unknown data identifier '&Q'"),
         ("W12342600004200", "unknown data identifier 'W1'"),
@@ -186,9 +195,8 @@ def test_check_character_detects_substitutions_and_adjacent_transpositions(din: 
         ("&>026330143O", "bad character 'O'"),
         ("&>\u0660263301430", "bad character"),
         ("&/XXW123426ABC123", "expected 'CH' after '&/', got 'XX'"),
-        ("&/CHW123426ABC12", "chain of identity: expected 13 characters after '&/CH'"),
+        ("&/CHW123426ABC12", "chain of identity: expected exactly 13 characters after '&/CH'"),
         ("&/CHW123426abc123", "chain of identity: bad character 'a' in serial"),
-        ("&/CHW123426ABC1230", "chain of identity: wrong check character, expected '3', got '0'"),
     ],
 )
 def test_malformed_codes_are_rejected_with_a_useful_message(code: str, message: str) -> None:
@@ -261,3 +269,59 @@ def test_builders_truncate_to_the_minute(dt: datetime, second: int, micro: int) 
     noisy = dt.replace(second=second, microsecond=micro)
     assert build_expiration(noisy).value == dt
     assert build_collection(noisy).value == dt
+
+
+# --- issue 9, part 2: as strict as the standard ---------------------------------------------------------
+
+
+def test_type_3_flags_carry_the_dins_check_character() -> None:
+    # The issue's example: DIN G123417654321 has check character A (value 10), so its type-3 flags are 70.
+    assert din_check_character("G123417654321") == "A"
+    assert check_flags("G123417654321") == "70"
+    assert parse("=G12341765432170") == Din("G1234", 17, 654321, "70")
+    # The reference example of DESIGN §8: A999921123456 has check character 3, so 63.
+    assert parse("=A99992112345663").flags == "63"
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        # The issue's example: 71 is 60 + 11 ('B'), not 60 + 10 ('A').
+        ("=G12341765432171", "type-3 flags 71 do not match the DIN's check character 'A' (expected 70)"),
+        ("=G12341765432160", "type-3 flags 60 do not match"),
+        ("=G12341765432196", "type-3 flags 96 do not match"),
+        ("=G12341765432197", "flags 97 are not assigned"),
+        ("=G12341765432199", "flags 99 are not assigned"),
+        ("=G1234176543217A", "bad character 'A' in flags"),
+        ("=G123417654321AB", "bad character 'A' in flags"),
+        ("=O12341765432100", "facility id must start with A-N, P-Z or 1-9, got 'O'"),
+        ("=012341765432100", "got '0'"),
+        ("=-12341765432100", "unknown data identifier"),
+        ("&/CHO123426ABC123", "chain of identity: facility id must start with A-N, P-Z or 1-9, got 'O'"),
+        # 040 has a fixed length: the check character is printed in its box, never encoded.
+        ("&/CHW123426ABC1233", "expected exactly 13 characters after '&/CH'"),
+        ("&/CHW123426ABC12", "got 12"),
+        ("&/CHW123426ABC123456", "got 16"),
+    ],
+)
+def test_refusals_the_standard_requires(code: str, message: str) -> None:
+    with pytest.raises(InvalidCode) as info:
+        parse(code)
+    assert message in str(info.value)
+
+
+def test_plain_flags_are_00_to_59() -> None:
+    assert parse("=G12341765432100").flags == "00"
+    assert parse("=G12341765432159").flags == "59"
+
+
+def test_builders_refuse_what_parse_refuses() -> None:
+    with pytest.raises(InvalidCode, match="type-3 flags 71"):
+        build_din("G1234", 17, 654321, "71")
+    with pytest.raises(InvalidCode, match="got 'O'"):
+        build_coi("O1234", 26, "ABC123")
+
+
+def test_a_typed_identifier_with_a_wrong_check_character_is_refused() -> None:
+    with pytest.raises(InvalidCode, match="wrong check character, expected '3', got '0'"):
+        parse_coi_identifier("W123426ABC1230")
