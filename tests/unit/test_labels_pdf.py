@@ -7,6 +7,7 @@ Each PDF is rendered and rasterised once per module (module-scoped fixtures) to 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reportlab.pdfbase import pdfmetrics
 
 from labels import fonts, isbt128
 from labels.barcodes import (
@@ -484,12 +486,29 @@ def test_box_geometry() -> None:
     assert a.contains(Box(1, 1, 9, 9)) and not a.contains(Box(1, 1, 10, 9))
 
 
-def test_missing_fonts_give_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(fonts, "_SEARCH_DIRS", ())
-    monkeypatch.setenv(fonts.FONT_DIR_ENV, str(tmp_path))
+def test_label_fonts_travel_with_the_package() -> None:
+    # Issue 9: a validated label prints identically on every machine, with no system font package.
+    fonts.register_fonts()
+    for name in (fonts.SANS, fonts.SANS_BOLD, fonts.MONO, fonts.MONO_BOLD):
+        path = Path(pdfmetrics.getFont(name).face.filename)
+        assert path.parent == fonts.FONT_DIR and path.is_file()
+    licence = (fonts.FONT_DIR / "LICENSE").read_text()
+    assert "Bitstream Vera" in licence and "DejaVu changes are in public domain" in licence
+
+
+def test_a_missing_or_altered_font_gives_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for filename in ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSansMono.ttf"):
+        shutil.copyfile(fonts.FONT_DIR / filename, tmp_path / filename)
+    (tmp_path / "DejaVuSansMono-Bold.ttf").write_bytes(b"not the validated font")
+    monkeypatch.setattr(fonts, "FONT_DIR", tmp_path)
     fonts.register_fonts.cache_clear()
     try:
-        with pytest.raises(fonts.FontMissing, match="fonts-dejavu-core"):
+        with pytest.raises(fonts.FontMissing, match="DejaVuSansMono-Bold.ttf is not the validated"):
+            fonts.register_fonts()
+        (tmp_path / "DejaVuSansMono-Bold.ttf").unlink()
+        with pytest.raises(fonts.FontMissing, match="DejaVuSansMono-Bold.ttf is missing"):
             fonts.register_fonts()
     finally:
         monkeypatch.undo()
