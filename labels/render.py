@@ -1,4 +1,4 @@
-"""Label layouts and PDF rendering: container, syringe (4 x 2 in flag label) and shipper/bag (4 x 4 in).
+"""Label layouts and PDF rendering: container (2 x 1 in), syringe (4 x 3 in flag) and shipper (4 x 4 in).
 
 A layout is a list of ``Placed`` elements (name, box in mm, drawing function). The renderer only draws
 what the layout placed, and every layout is checked before it is returned: each element lies inside the

@@ -540,3 +540,14 @@ def test_every_syringe_barcode_keeps_the_full_module_width(serial: str) -> None:
         if placed.kind == "code128":
             modules = len(code128_modules(placed.data)) + 2 * QUIET_ZONE_MODULES
             assert placed.box.w / modules >= 0.25 - 1e-9, placed.name
+
+
+def test_the_renderer_describes_the_real_stock() -> None:
+    # Issue 9: render.py's first line said the syringe stock was 4 x 2 in; it is 4 x 3 in.
+    from labels import render
+    from labels.data import CONTAINER_STOCK, SHIPPER_STOCK, SYRINGE_STOCK
+
+    first_line = (render.__doc__ or "").splitlines()[0]
+    for stock in (CONTAINER_STOCK, SHIPPER_STOCK, SYRINGE_STOCK):
+        size = f"{stock.width_mm / 25.4:g} x {stock.height_mm / 25.4:g} in"
+        assert size in stock.name and size in first_line, (size, first_line)
