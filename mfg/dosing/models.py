@@ -69,7 +69,10 @@ class FinalProduct(Audited, Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     prescribed_cells: Mapped[float] = mapped_column(Float, nullable=False)
     expected_cells: Mapped[float] = mapped_column(Float, nullable=False)  # from the fill plan
+    # The volume in the syringe: drawn volumes less the overage taken for the retained sample and QC.
     final_volume_ml: Mapped[float] = mapped_column(Float, nullable=False)
-    delivered_cells: Mapped[float | None] = mapped_column(Float)  # from the retained sample's count
+    # Measured at the final count: mean viable concentration, and that times the volume in the syringe.
+    concentration_per_ml: Mapped[float | None] = mapped_column(Float)
+    delivered_cells: Mapped[float | None] = mapped_column(Float)
     status: Mapped[str] = mapped_column(String(20), nullable=False)
     block_reason: Mapped[str | None] = mapped_column(Text)
