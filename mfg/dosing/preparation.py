@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from labels import isbt128
+from labels.numbers import format_cells
 from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.custody.models import Container, LabelPrint
@@ -123,7 +124,9 @@ def fill_plan(session: Session, batch: Batch, study: StudyDefinition) -> FillPla
         max_volume_ml=dosing.max_volume_ml,
         volume_step_ml=dosing.volume_step_ml,
         max_count_cv=dosing.max_count_cv,
-        tolerance=dosing.tolerance,
+        tolerance=dosing.planning_tolerance,
+        min_aliquot_ml=dosing.min_aliquot_ml,
+        overage_ml=dosing.overage_ml,
     )
 
 
@@ -161,7 +164,7 @@ def create_final_product(
         expires_at=formulated_at + timedelta(hours=study.product.stability_hours),
         prescribed_cells=order.dose_cells,
         expected_cells=float(plan.expected_dose_cells),
-        final_volume_ml=float(plan.final_volume_ml),
+        final_volume_ml=plan.syringe_ml,  # what the syringe holds, not what was formulated
         delivered_cells=None,
         status="awaiting_count",
     )
@@ -187,8 +190,8 @@ def settle_product(
     reasons = []
     if abs(off) > study.dosing.tolerance:
         reasons.append(
-            f"delivered dose {delivered:.3g} cells is {off:+.1%} from the prescribed "
-            f"{product.prescribed_cells:.3g} (tolerance ±{study.dosing.tolerance:.0%})"
+            f"delivered dose {format_cells(delivered)} cells is {off:+.1%} from the prescribed "
+            f"{format_cells(product.prescribed_cells, 'dose')} (tolerance ±{study.dosing.tolerance:.0%})"
         )
     low_viability = session.scalar(
         select(Deviation).where(Deviation.batch_id == batch.id, Deviation.field_key == "viability")

@@ -4,10 +4,16 @@ The rule:
 
 * C = mean of the replicate viable counts (cells/mL). At least 2 counts, every one positive and finite, and
   their coefficient of variation (sample standard deviation, n - 1, over the mean) at most ``max_count_cv``.
-* suspension volume V = D / C rounded to the nearest ``volume_step_ml``.
-* V above ``max_volume_ml``: too dilute, refused. V = 0, or C x V off D by more than ``tolerance`` (relative):
-  too concentrated to measure with the syringe step, refused.
-* final volume = max(``min_volume_ml``, V); lactated Ringer's diluent = final - V.
+* The syringe holds S = max(``min_volume_ml``, D / C to the nearest ``volume_step_ml``); above
+  ``max_volume_ml`` the suspension is too dilute, refused.
+* The formulation is made with an overage at the same concentration: F = S + ``overage_ml`` is formulated,
+  the overage leaves as the retained sample and QC aliquots, and the syringe holds S with the dose D.
+  suspension V = D / C x F / S to the nearest step (at most F); lactated Ringer's diluent = F - V.
+* V below ``min_aliquot_ml`` cannot be measured with a syringe, and a V whose dose in the syringe (C x V x S /
+  F) is off D by more than ``tolerance`` (the planning tolerance) would spend on rounding what the delivered-
+  dose tolerance keeps for counting error: both refused, naming the concentration to pre-dilute to (at most
+  D x F / (S x V_min) cells/mL, with V_min the larger of the minimum aliquot and the volume whose rounding
+  stays inside the tolerance, step / (2 x tolerance)).
 
 Rounding. All arithmetic is done in :mod:`decimal` on the numbers as they were written (``Decimal(repr(x))``
 for a float: 1.05e7 is 10500000, not the nearest binary fraction), so D / C / step is exact for the figures a
@@ -28,8 +34,9 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 
+from labels.numbers import format_cells
 from mfg.errors import ValidationRefused
 
 __all__ = ["DoseRefused", "FillPlan", "plan_fill"]
@@ -68,12 +75,21 @@ class FillPlan:
     volume_step_ml: float
     suspension_ml: float
     diluent_ml: float
+    #: the volume formulated, overage included; the syringe holds final_volume_ml - overage_ml
     final_volume_ml: float
+    #: the dose in the syringe
     expected_dose_cells: float
     #: expected / dose - 1: -0.01 is 1 % under the prescribed dose
     deviation_fraction: float
     #: the arithmetic in words, one line per step, for the technician's screen and the batch record
     steps: tuple[str, ...]
+    #: formulated beyond the syringe's volume, for the retained sample and QC aliquots
+    overage_ml: float = 0.0
+
+    @property
+    def syringe_ml(self) -> float:
+        """The volume in the syringe, which holds the dose."""
+        return float(Decimal(repr(self.final_volume_ml)) - Decimal(repr(self.overage_ml)))
 
     def explanation(self) -> list[str]:
         return list(self.steps)
@@ -168,18 +184,33 @@ def _percent(fraction: Decimal, places: int = 1) -> str:
     return f"{fraction * 100:+.{places}f} %"
 
 
+@dataclass(frozen=True)
+class _Parameters:
+    lowest: Decimal
+    highest: Decimal
+    step: Decimal
+    cv_limit: Decimal
+    tol: Decimal
+    min_aliquot: Decimal
+    overage: Decimal
+
+
 def _check_parameters(
     min_volume_ml: object,
     max_volume_ml: object,
     volume_step_ml: object,
     max_count_cv: object,
     tolerance: object,
-) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
+    min_aliquot_ml: object,
+    overage_ml: object,
+) -> _Parameters:
     lowest = _positive(min_volume_ml, "minimum volume (min_volume_ml)", "parameter")
     highest = _positive(max_volume_ml, "maximum volume (max_volume_ml)", "parameter")
     step = _positive(volume_step_ml, "volume step (volume_step_ml)", "parameter")
     cv_limit = _decimal(max_count_cv, "count CV limit (max_count_cv)", "parameter")
-    tol = _decimal(tolerance, "dose tolerance (tolerance)", "parameter")
+    tol = _decimal(tolerance, "planning tolerance (tolerance)", "parameter")
+    min_aliquot = _positive(min_aliquot_ml, "smallest measurable volume (min_aliquot_ml)", "parameter")
+    overage = _decimal(overage_ml, "overage (overage_ml)", "parameter")
     if lowest > highest:
         raise DoseRefused(
             f"minimum volume {_show(lowest)} mL is above the maximum volume {_show(highest)} mL",
@@ -208,10 +239,24 @@ def _check_parameters(
         )
     if not tol.is_finite() or tol < 0 or tol >= 1:
         raise DoseRefused(
-            f"dose tolerance (tolerance) must be a fraction from 0 up to (not including) 1, got {_show(tol)}",
+            "planning tolerance (tolerance) must be a fraction from 0 up to (not including) 1, "
+            f"got {_show(tol)}",
             reason="parameter",
         )
-    return lowest, highest, step, cv_limit, tol
+    if min_aliquot > highest:
+        raise DoseRefused(
+            f"smallest measurable volume {_show(min_aliquot)} mL is above the maximum volume "
+            f"{_show(highest)} mL",
+            reason="parameter",
+        )
+    # The overage is drawn into the formulation too: it must be measurable in the same steps.
+    if not overage.is_finite() or overage < 0 or overage > highest or overage % step != 0:
+        raise DoseRefused(
+            f"overage (overage_ml) must be 0 or a whole number of {_show(step)} mL steps up to the maximum "
+            f"volume, got {_show(overage)}",
+            reason="parameter",
+        )
+    return _Parameters(lowest, highest, step, cv_limit, tol, min_aliquot, overage)
 
 
 def _check_counts(viable_counts_per_ml: object) -> list[Decimal]:
@@ -249,35 +294,39 @@ def plan_fill(
     max_volume_ml: float = 10.0,
     volume_step_ml: float = 0.1,
     max_count_cv: float = 0.10,
-    tolerance: float = 0.10,
+    tolerance: float = 0.05,
+    min_aliquot_ml: float = 0.5,
+    overage_ml: float = 0.0,
 ) -> FillPlan:
     """The fill for a prescribed dose D from replicate viable counts; :class:`DoseRefused` when there is none.
 
     Volumes are in mL, counts in viable cells/mL, the dose in viable cells. Half-way volumes round up.
+    ``tolerance`` is the planning tolerance: the dose the plan puts in the syringe is within it of D.
     """
     with localcontext() as ctx:
         ctx.prec = _PRECISION
-        lowest, highest, step, cv_limit, tol = _check_parameters(
-            min_volume_ml, max_volume_ml, volume_step_ml, max_count_cv, tolerance
+        parameters = _check_parameters(
+            min_volume_ml, max_volume_ml, volume_step_ml, max_count_cv, tolerance, min_aliquot_ml, overage_ml
         )
         dose = _positive(dose_cells, "dose (dose_cells)", "dose")
         counts = _check_counts(viable_counts_per_ml)
-        return _plan(dose, counts, lowest, highest, step, cv_limit, tol)
+        return _plan(dose, counts, parameters)
 
 
-def _plan(
-    dose: Decimal,
-    counts: list[Decimal],
-    lowest: Decimal,
-    highest: Decimal,
-    step: Decimal,
-    cv_limit: Decimal,
-    tol: Decimal,
-) -> FillPlan:
-    places = _places(step)
+def _to_step(volume: Decimal, step: Decimal) -> Decimal:
+    return (volume / step).to_integral_value(rounding=ROUND_HALF_UP) * step
+
+
+def _cells(number: Decimal) -> str:
+    return format_cells(float(number), "count")
+
+
+def _dose(number: Decimal) -> str:
+    return format_cells(float(number), "dose")
+
+
+def _mean_and_cv(counts: list[Decimal], cv_limit: Decimal) -> tuple[Decimal, Decimal]:
     n = len(counts)
-
-    # C and the agreement of the replicates
     mean = sum(counts, Decimal(0)) / n
     sd = (sum(((c - mean) ** 2 for c in counts), Decimal(0)) / (n - 1)).sqrt()
     cv = sd / mean
@@ -286,56 +335,111 @@ def _plan(
             f"counts disagree, CV {cv * 100:.1f} % above limit {cv_limit * 100:.1f} %: recount",
             reason="count_cv",
         )
+    return mean, cv
 
-    # V = D / C to the nearest step, half-way up
+
+def _pre_dilution(dose: Decimal, syringe: Decimal, formulated: Decimal, p: _Parameters) -> str:
+    """What to do when the suspension is too concentrated: the concentration at which the suspension volume
+    is measurable and its rounding stays inside the planning tolerance (rounded down: "at most")."""
+    smallest = p.min_aliquot if p.tol == 0 else max(p.min_aliquot, p.step / (2 * p.tol))
+    ceiling = dose * formulated / (syringe * smallest)
+    exponent = ceiling.adjusted() - 2
+    at_most = (ceiling.scaleb(-exponent).to_integral_value(rounding=ROUND_FLOOR)).scaleb(exponent)
+    return f"pre-dilute to at most {_cells(at_most)} viable cells/mL and count again"
+
+
+def _plan(dose: Decimal, counts: list[Decimal], p: _Parameters) -> FillPlan:
+    places = _places(p.step)
+    mean, cv = _mean_and_cv(counts, p.cv_limit)
+
+    # The syringe holds the undiluted volume D / C, or the minimum; the formulation adds the overage.
     exact = dose / mean
-    suspension = (exact / step).to_integral_value(rounding=ROUND_HALF_UP) * step
-    step_text = f"{_ml(step, places)} mL steps, half-way rounds up"
-    if suspension > highest:
+    undiluted = _to_step(exact, p.step)
+    if undiluted > p.highest:
         raise DoseRefused(
-            f"too dilute: D/C {_approx_ml(exact, places)} mL ({_ml(suspension, places)} mL in "
-            f"{_ml(step, places)} mL steps) exceeds the maximum {_ml(highest, places)} mL"
+            f"too dilute: D/C {_approx_ml(exact, places)} mL ({_ml(undiluted, places)} mL in "
+            f"{_ml(p.step, places)} mL steps) exceeds the maximum {_ml(p.highest, places)} mL"
             " - concentrate and recount",
             reason="too_dilute",
         )
-    if suspension == 0:
+    syringe = max(p.lowest, undiluted)
+    formulated = syringe + p.overage
+    needed = exact * formulated / syringe
+    suspension = min(_to_step(needed, p.step), formulated)
+    if suspension < p.min_aliquot:
         raise DoseRefused(
-            f"too concentrated to measure: D/C {_approx_ml(exact, places)} mL rounds to "
-            f"{_ml(suspension, places)} mL in {_ml(step, places)} mL steps - pre-dilute and recount",
+            f"too concentrated to measure: the suspension needed ({_approx_ml(needed, places)} mL) is below "
+            f"the smallest measurable volume {_ml(p.min_aliquot, places)} mL - "
+            + _pre_dilution(dose, syringe, formulated, p),
             reason="too_concentrated",
         )
-    expected = mean * suspension
+    expected = mean * suspension * syringe / formulated
     deviation = expected / dose - 1
-    if abs(deviation) > tol:
+    if abs(deviation) > p.tol:
         raise DoseRefused(
-            f"too concentrated to measure: D/C {_approx_ml(exact, places)} mL rounds to "
-            f"{_ml(suspension, places)} mL, delivering {_sci(expected)} cells ({_percent(deviation)}), "
-            f"outside the ±{tol * 100:.1f} % tolerance - pre-dilute and recount",
+            f"too concentrated to plan: the suspension needed ({_approx_ml(needed, places)} mL) rounds to "
+            f"{_ml(suspension, places)} mL, putting {_cells(expected)} cells in the syringe "
+            f"({_percent(deviation)}), outside the ±{p.tol * 100:.1f} % planning tolerance - "
+            + _pre_dilution(dose, syringe, formulated, p),
             reason="too_concentrated",
         )
-
-    final = max(lowest, suspension)
-    diluent = max(Decimal(0), (final - suspension).quantize(step, rounding=ROUND_HALF_UP))
-
-    steps = (
-        f"C = mean of {n} counts = {_sci(mean)} viable cells/mL (CV {cv * 100:.1f} %)",
-        f"suspension = {_sci_short(dose)} / {_sci(mean)} {_approx_ml(exact, places)} mL"
-        f" → {_ml(suspension, places)} mL ({step_text})",
-        f"delivered = {_sci(mean)} × {_ml(suspension, places)} = {_sci_short(expected)}"
-        f" ({_percent(deviation)}, tolerance ±{tol * 100:.1f} %)",
-        f"final volume = max({_ml(lowest, places)}, {_ml(suspension, places)}) = {_ml(final, places)} mL;"
-        f" LR diluent = {_ml(diluent, places)} mL",
-    )
+    diluent = max(Decimal(0), (formulated - suspension).quantize(p.step, rounding=ROUND_HALF_UP))
     return FillPlan(
         dose_cells=float(dose),
         counts_per_ml=tuple(float(c) for c in counts),
         mean_concentration_per_ml=float(mean),
         count_cv=float(cv),
-        volume_step_ml=float(step),
+        volume_step_ml=float(p.step),
         suspension_ml=float(suspension),
         diluent_ml=float(diluent),
-        final_volume_ml=float(final),
+        final_volume_ml=float(formulated),
         expected_dose_cells=float(expected),
         deviation_fraction=float(deviation),
-        steps=steps,
+        steps=_explain(dose, len(counts), mean, cv, exact, needed, suspension, syringe, expected, p),
+        overage_ml=float(p.overage),
+    )
+
+
+def _explain(
+    dose: Decimal,
+    n: int,
+    mean: Decimal,
+    cv: Decimal,
+    exact: Decimal,
+    needed: Decimal,
+    suspension: Decimal,
+    syringe: Decimal,
+    expected: Decimal,
+    p: _Parameters,
+) -> tuple[str, ...]:
+    """The arithmetic in words, as the technician checks it by hand (no e-notation)."""
+    places = _places(p.step)
+    formulated = syringe + p.overage
+    diluent = max(Decimal(0), formulated - suspension)
+    step_text = f"{_ml(p.step, places)} mL steps, half-way rounds up"
+    deviation = expected / dose - 1
+    syringe_line = (
+        f"syringe = max({_ml(p.lowest, places)}, D/C {_approx_ml(exact, places)}) = {_ml(syringe, places)} mL"
+    )
+    if p.overage:
+        return (
+            f"C = mean of {n} counts = {_cells(mean)} viable cells/mL (CV {cv * 100:.1f} %)",
+            f"{syringe_line}; formulated = {_ml(syringe, places)} + {_ml(p.overage, places)} mL overage"
+            f" = {_ml(formulated, places)} mL",
+            f"suspension = {_dose(dose)} / {_cells(mean)} × {_ml(formulated, places)} /"
+            f" {_ml(syringe, places)} {_approx_ml(needed, places)} mL → {_ml(suspension, places)} mL"
+            f" ({step_text})",
+            f"in the syringe = {_cells(mean)} × {_ml(suspension, places)} × {_ml(syringe, places)} /"
+            f" {_ml(formulated, places)} = {_cells(expected)} ({_percent(deviation, 2)},"
+            f" planning tolerance ±{p.tol * 100:.1f} %)",
+            f"LR diluent = {_ml(formulated, places)} - {_ml(suspension, places)} = {_ml(diluent, places)} mL",
+        )
+    return (
+        f"C = mean of {n} counts = {_cells(mean)} viable cells/mL (CV {cv * 100:.1f} %)",
+        f"suspension = {_dose(dose)} / {_cells(mean)} {_approx_ml(exact, places)} mL"
+        f" → {_ml(suspension, places)} mL ({step_text})",
+        f"in the syringe = {_cells(mean)} × {_ml(suspension, places)} = {_cells(expected)}"
+        f" ({_percent(deviation, 2)}, planning tolerance ±{p.tol * 100:.1f} %)",
+        f"final volume = max({_ml(p.lowest, places)}, {_ml(suspension, places)}) = {_ml(syringe, places)} mL;"
+        f" LR diluent = {_ml(diluent, places)} mL",
     )

@@ -27,13 +27,18 @@ class StudyDefinitionError(ValueError):
 class Dosing:
     levels: tuple[float, ...]
     first_dose: float
-    tolerance: float
+    tolerance: float  # the delivered (measured) dose against the prescribed one
     min_volume_ml: float
     max_volume_ml: float
     volume_step_ml: float
     max_count_cv: float
     diluent: str
     route: str
+    # The fill plan's own dose within this of the prescription, so rounding leaves the rest of `tolerance`
+    # for counting error; the smallest suspension volume a syringe measures; the formulation's overage.
+    planning_tolerance: float
+    min_aliquot_ml: float
+    overage_ml: float
 
 
 @dataclass(frozen=True)
@@ -192,7 +197,12 @@ def parse_definition(key: str, text: str, source: str = "") -> StudyDefinition:
         max_count_cv=dosing_t.number("max_count_cv", low=0.0, high=1.0),
         diluent=dosing_t.text("diluent"),
         route=dosing_t.text("route"),
+        planning_tolerance=dosing_t.number("planning_tolerance", low=0.0, high=0.5),
+        min_aliquot_ml=dosing_t.number("min_aliquot_ml", low=0.001, high=max_ml),
+        overage_ml=dosing_t.number("overage_ml", low=0.0, high=max_ml),
     )
+    if dosing.planning_tolerance > dosing.tolerance:
+        raise dosing_t.fail("planning_tolerance", "is above the delivered-dose tolerance")
 
     sched_t = top.table("schedule")
     schedule = Schedule(

@@ -134,7 +134,8 @@ def test_a_delivered_dose_out_of_tolerance_blocks_the_syringe(
     product = preparation.product_of(session, batch)
     assert product is not None and product.status == "blocked"
     assert product.delivered_cells == pytest.approx(4.0e7)
-    assert "-20.0% from the prescribed" in (product.block_reason or "")
+    reason = product.block_reason or ""
+    assert "delivered dose 4.00 × 10⁷ cells is -20.0% from the prescribed 5 × 10⁷" in reason
     syringe = session.get(Container, product.syringe_id)
     assert syringe is not None and syringe.status == "quarantined"
     assert audit_service.verify(session).ok

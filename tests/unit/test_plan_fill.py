@@ -1,7 +1,8 @@
 """Fill arithmetic: dose D and replicate viable counts in, suspension + lactated Ringer's volumes out.
 
 Every hand case writes the arithmetic out in the comment, with the defaults of the AAMSC study unless said
-otherwise: min 5.0 mL, max 10.0 mL, 0.1 mL steps, count CV limit 10 %, dose tolerance +-10 %.
+otherwise: min 5.0 mL, max 10.0 mL, 0.1 mL steps, count CV limit 10 %, planning tolerance +-5 %, smallest
+measurable volume 0.5 mL, no overage.
 """
 
 from __future__ import annotations
@@ -82,12 +83,14 @@ def test_mean_and_sample_cv_of_three_counts_and_the_words_for_the_screen() -> No
     assert plan.count_cv == pytest.approx(2e5 / 1.02e7, rel=1e-9)
     assert plan.expected_dose_cells == pytest.approx(4.998e7, rel=1e-12)
     assert plan.explanation() == list(plan.steps)
+    # Issue 9: no e-notation on the technician's screen.
     assert plan.steps == (
-        "C = mean of 3 counts = 1.02e7 viable cells/mL (CV 2.0 %)",
-        "suspension = 5.0e7 / 1.02e7 ≈ 4.902 mL → 4.9 mL (0.1 mL steps, half-way rounds up)",
-        "delivered = 1.02e7 × 4.9 = 4.998e7 (-0.0 %, tolerance ±10.0 %)",
+        "C = mean of 3 counts = 1.02 × 10⁷ viable cells/mL (CV 2.0 %)",
+        "suspension = 5 × 10⁷ / 1.02 × 10⁷ ≈ 4.902 mL → 4.9 mL (0.1 mL steps, half-way rounds up)",
+        "in the syringe = 1.02 × 10⁷ × 4.9 = 5.00 × 10⁷ (-0.04 %, planning tolerance ±5.0 %)",
         "final volume = max(5.0, 4.9) = 5.0 mL; LR diluent = 0.1 mL",
     )
+    assert not any("e7" in line or "e+" in line for line in plan.steps)
 
 
 def test_cv_uses_the_sample_standard_deviation_and_the_limit_itself_is_accepted() -> None:
@@ -132,15 +135,63 @@ def test_half_way_above_the_maximum_is_refused() -> None:
 
 
 def test_tolerance_boundary_for_small_volumes() -> None:
-    # D/C = 5.5e6 / 1e7 = 0.55 mL -> 0.6 mL; delivered 6e6 = +9.1 %: inside +-10 %
-    plan = plan_fill(5.5e6, [1e7, 1e7])
+    # Under the old ±10 % these were planned; rounding must not use up the delivered-dose tolerance.
+    # D/C = 5.5e6 / 1e7 = 0.55 mL -> 0.6 mL; in the syringe 6e6 = +9.1 %: outside the ±5 % planning tolerance
+    refusal = _refusal(5.5e6, [1e7, 1e7])
+    assert refusal.reason == "too_concentrated"
+    assert "+9.1 %" in str(refusal) and "planning tolerance" in str(refusal)
+    # the way out: at most 5.5e6 x 5.0 / (5.0 x 1.0 mL) = 5.5e6 /mL (1.0 mL = step / (2 x tol): within 5 %)
+    assert "pre-dilute to at most 5.50 × 10⁶ viable cells/mL and count again" in str(refusal)
+    # the old ±10 % still plans it when asked to
+    plan = plan_fill(5.5e6, [1e7, 1e7], tolerance=0.10)
     assert _volumes(plan) == (0.6, 4.4, 5.0)
     assert plan.deviation_fraction == pytest.approx(6e6 / 5.5e6 - 1, rel=1e-12)
-    # D/C = 4.5e6 / 1e7 = 0.45 mL -> 0.5 mL; delivered 5e6 = +11.1 %: outside
-    refusal = _refusal(4.5e6, [1e7, 1e7])
+
+
+def test_the_reviewers_case_is_no_longer_planned() -> None:
+    # The issue: 0.5 mL at 2.2e7 cells/mL (+10.0 %) was planned for 1e7 cells.
+    # D/C = 1e7 / 2.2e7 = 0.4545.. mL -> 0.5 mL; 2.2e7 x 0.5 = 1.1e7 = +10.0 % > 5 %
+    refusal = _refusal(1e7, [2.2e7, 2.2e7])
     assert refusal.reason == "too_concentrated"
-    assert "+11.1 %" in str(refusal)
-    assert "pre-dilute" in str(refusal)
+    assert "+10.0 %" in str(refusal)
+    assert "pre-dilute to at most 1.00 × 10⁷ viable cells/mL" in str(refusal)
+    # following the advice works: 1e7 /mL gives D/C = 1.0 mL exactly
+    assert plan_fill(1e7, [1e7, 1e7]).suspension_ml == 1.0
+
+
+def test_below_the_smallest_measurable_volume_is_refused_with_the_dilution_to_make() -> None:
+    # D/C = 2e7 / 5e7 = 0.4 mL exactly: no rounding error, but 0.4 mL < 0.5 mL cannot be measured
+    refusal = _refusal(2e7, [5e7, 5e7])
+    assert refusal.reason == "too_concentrated"
+    assert "smallest measurable volume 0.5 mL" in str(refusal)
+    # at most 2e7 x 5 / (5 x max(0.5, 1.0)) = 2e7 /mL
+    assert "pre-dilute to at most 2.00 × 10⁷ viable cells/mL and count again" in str(refusal)
+    # a study that measures 0.1 mL (and tolerates the rounding) plans it
+    assert plan_fill(2e7, [5e7, 5e7], min_aliquot_ml=0.1).suspension_ml == 0.4
+
+
+def test_the_overage_is_formulated_at_the_same_concentration() -> None:
+    # C = 2e7 /mL, D = 5e7: D/C = 2.5 mL; the syringe holds max(5.0, 2.5) = 5.0 mL;
+    # formulated F = 5.0 + 0.5 = 5.5 mL; suspension = 2.5 x 5.5 / 5.0 = 2.75 mL -> 2.8 mL (half-way up);
+    # diluent = 5.5 - 2.8 = 2.7 mL; in the syringe 2e7 x 2.8 x 5.0 / 5.5 = 5.0909e7 (+1.8 %)
+    plan = plan_fill(5e7, [2e7, 2e7], overage_ml=0.5)
+    assert _volumes(plan) == (2.8, 2.7, 5.5)
+    assert plan.syringe_ml == 5.0 and plan.overage_ml == 0.5
+    assert plan.expected_dose_cells == pytest.approx(2e7 * 2.8 * 5.0 / 5.5, rel=1e-12)
+    assert "formulated = 5.0 + 0.5 mL overage = 5.5 mL" in plan.steps[1]
+    # large volumes: D/C = 1e8 / 1.25e7 = 8.0 mL in the syringe, 8.5 mL formulated, all suspension
+    plan = plan_fill(1e8, [1.25e7, 1.25e7], overage_ml=0.5)
+    assert _volumes(plan) == (8.5, 0.0, 8.5)
+    assert plan.syringe_ml == 8.0
+    assert plan.expected_dose_cells == pytest.approx(1e8, rel=1e-12)
+
+
+def test_without_an_overage_results_within_5_percent_are_unchanged() -> None:
+    for dose, counts in [(5e7, [1e7, 1e7]), (5e7, [2e7, 2e7]), (1e8, [1.25e7, 1.25e7]), (1e7, [3e6, 3e6])]:
+        new, old = plan_fill(dose, counts), plan_fill(dose, counts, tolerance=0.10)
+        assert _volumes(new) == _volumes(old)
+        assert new.expected_dose_cells == old.expected_dose_cells
+        assert new.syringe_ml == new.final_volume_ml
 
 
 def test_another_study_parameters_are_honoured() -> None:
@@ -221,23 +272,23 @@ def test_too_dilute() -> None:
 
 
 def test_too_concentrated_rounds_to_nothing() -> None:
-    # C = 1e9 /mL; D/C = 1e7 / 1e9 = 0.01 mL -> 0.0 mL in 0.1 mL steps
+    # C = 1e9 /mL; D/C = 1e7 / 1e9 = 0.01 mL: far below the smallest measurable volume
     refusal = _refusal(1e7, [1e9, 1e9])
     assert refusal.reason == "too_concentrated"
     assert "too concentrated to measure" in str(refusal)
-    assert "rounds to 0.0 mL" in str(refusal)
-    assert "pre-dilute and recount" in str(refusal)
+    assert "(= 0.01 mL) is below the smallest measurable volume 0.5 mL" in str(refusal)
+    assert "pre-dilute to at most 1.00 × 10⁷ viable cells/mL and count again" in str(refusal)
 
 
 def test_too_concentrated_rounding_misses_the_dose() -> None:
-    # C = 7e7 /mL; D/C = 1e7 / 7e7 = 0.1428.. mL -> 0.1 mL; delivered 7e7 x 0.1 = 7e6 = -30 %
-    refusal = _refusal(1e7, [7e7, 7e7])
+    # with a 0.1 mL smallest volume: C = 7e7 /mL; D/C = 1e7 / 7e7 = 0.1428.. mL -> 0.1 mL; 7e6 = -30 %
+    refusal = _refusal(1e7, [7e7, 7e7], min_aliquot_ml=0.1)
     assert refusal.reason == "too_concentrated"
-    assert "≈ 0.143 mL rounds to 0.1 mL" in str(refusal)
+    assert "(≈ 0.143 mL) rounds to 0.1 mL" in str(refusal)
     assert "-30.0 %" in str(refusal)
-    assert "pre-dilute and recount" in str(refusal)
+    assert "pre-dilute to at most" in str(refusal)
     # and upwards: D/C = 1.5e7 / 1e8 = 0.15 mL -> 0.2 mL; delivered 2e7 = +33 %
-    refusal = _refusal(1.5e7, [1e8, 1e8])
+    refusal = _refusal(1.5e7, [1e8, 1e8], min_aliquot_ml=0.1)
     assert refusal.reason == "too_concentrated"
     assert "+33.3 %" in str(refusal)
 
@@ -264,8 +315,13 @@ def test_dose_must_be_positive_and_finite(dose: float) -> None:
         ({"min_volume_ml": 0.0}, "minimum volume (min_volume_ml) must be a positive finite number"),
         ({"max_count_cv": -0.1}, "count CV limit"),
         ({"max_count_cv": math.nan}, "count CV limit"),
-        ({"tolerance": 1.0}, "dose tolerance"),
-        ({"tolerance": -0.01}, "dose tolerance"),
+        ({"tolerance": 1.0}, "planning tolerance"),
+        ({"tolerance": -0.01}, "planning tolerance"),
+        ({"min_aliquot_ml": 0.0}, "smallest measurable volume (min_aliquot_ml) must be a positive"),
+        ({"min_aliquot_ml": 11.0}, "smallest measurable volume 11 mL is above the maximum volume"),
+        ({"overage_ml": -0.5}, "overage (overage_ml) must be 0 or a whole number of 0.1 mL steps"),
+        ({"overage_ml": 0.25}, "overage (overage_ml) must be 0 or a whole number"),
+        ({"overage_ml": math.nan}, "overage (overage_ml)"),
     ],
 )
 def test_nonsensical_parameters(parameters: dict[str, float], words: str) -> None:
@@ -306,7 +362,8 @@ def _check_plan(plan: FillPlan, dose: float, counts: list[float], parameters: di
     lowest = parameters.get("min_volume_ml", 5.0)
     highest = parameters.get("max_volume_ml", 10.0)
     step = parameters.get("volume_step_ml", 0.1)
-    assert abs(plan.expected_dose_cells - dose) / dose <= 0.10 + 1e-12
+    tolerance = parameters.get("tolerance", 0.05)
+    assert abs(plan.expected_dose_cells - dose) / dose <= tolerance + 1e-12
     assert lowest <= plan.final_volume_ml <= highest
     assert 0 < plan.suspension_ml <= highest
     assert plan.diluent_ml >= 0
@@ -428,3 +485,22 @@ def test_extreme_numbers_give_a_plan_or_a_refusal_never_a_crash(
     assert plan.suspension_ml > 0
     assert plan.diluent_ml >= 0
     assert len(plan.steps) == 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(dose=doses, counts=replicate_counts(spread=0.05), overage=st.sampled_from([0.1, 0.5, 1.0]))
+def test_with_an_overage_the_syringe_holds_the_dose(dose: float, counts: list[float], overage: float) -> None:
+    try:
+        plan = plan_fill(dose, counts, overage_ml=overage)
+    except DoseRefused as refusal:
+        assert refusal.reason in {"count_cv", "too_dilute", "too_concentrated"}
+        return
+    mean = sum(counts) / len(counts)
+    assert plan.final_volume_ml == pytest.approx(plan.syringe_ml + overage, abs=1e-9)
+    assert 5.0 <= plan.syringe_ml <= 10.0
+    assert plan.suspension_ml >= 0.5
+    assert abs(plan.suspension_ml + plan.diluent_ml - plan.final_volume_ml) < 1e-9
+    # what the syringe holds, at the formulation's concentration, is the planned dose, within ±5 %
+    in_syringe = mean * plan.suspension_ml / plan.final_volume_ml * plan.syringe_ml
+    assert plan.expected_dose_cells == pytest.approx(in_syringe, rel=1e-9)
+    assert abs(in_syringe / dose - 1) <= 0.05 + 1e-12

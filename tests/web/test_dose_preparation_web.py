@@ -59,7 +59,8 @@ def test_a_dose_is_prepared_and_labelled_through_the_terminal(
         session.rollback()
         if step_key == "dose.fill":
             page = tech.get(f"/bench/batches/{batch_id}").text
-            assert "Fill plan" in page and "5.0e7 / 1.40e7" in page and "Draw <strong>3.6 mL</strong>" in page
+            assert "Fill plan" in page and "5 × 10⁷ / 1.40 × 10⁷" in page
+            assert "Draw <strong>3.6 mL</strong>" in page
         if step_key == "dose.final_count":
             # The delivered dose is computed, not typed: no input box the browser would insist on.
             page = tech.get(f"/bench/batches/{batch_id}").text
