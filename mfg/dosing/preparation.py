@@ -23,7 +23,7 @@ from mfg.custody.models import Container, LabelPrint
 from mfg.dosing import bank
 from mfg.dosing import service as order_service
 from mfg.dosing.models import DoseOrder, FinalProduct
-from mfg.dosing.rules import FillPlan, plan_fill
+from mfg.dosing.rules import FillPlan, drawn_volume_range, plan_fill
 from mfg.errors import NotFound, ValidationRefused
 from mfg.identity import rules as identity_rules
 from mfg.identity import service as identity_service
@@ -281,7 +281,7 @@ class DosePreparation(Capability):
         return super().computed_value(ctx, field, typed)
 
     def planned_range(self, ctx: StepContext, field: FieldDef) -> tuple[float, float]:
-        """A volume drawn is checked against the fill plan: within one volume step of it."""
+        """A drawn volume passes when the dose it puts in the syringe is within the planning tolerance."""
         try:
             plan = fill_plan(ctx.session, ctx.batch, ctx.study)
         except ValueError as exc:
@@ -294,9 +294,15 @@ class DosePreparation(Capability):
                 entity_type="batch",
                 entity_id=str(ctx.batch.id),
             )
-        target = float(getattr(plan, field.plan))
-        step = ctx.study.dosing.volume_step_ml
-        return round(target - step, 6), round(target + step, 6)
+        dosing = ctx.study.dosing
+        # The dose a drawn volume puts in the syringe is what is checked, not its distance from the plan.
+        return drawn_volume_range(
+            plan,
+            field.plan,
+            tolerance=dosing.planning_tolerance,
+            min_volume_ml=dosing.min_volume_ml,
+            max_volume_ml=dosing.max_volume_ml,
+        )
 
     def lineage(self, ctx: StepContext) -> list[Container]:
         """The syringe comes from the cryovials scanned at thaw."""

@@ -31,6 +31,7 @@ No database, no web: :func:`plan_fill` takes numbers and returns a :class:`FillP
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation, local
 from labels.numbers import format_cells
 from mfg.errors import ValidationRefused
 
-__all__ = ["DoseRefused", "FillPlan", "plan_fill"]
+__all__ = ["DoseRefused", "FillPlan", "drawn_volume_range", "plan_fill"]
 
 # Inputs are held to _INPUT_DIGITS significant digits (a float has at most 17); the working precision leaves
 # room for a million volume steps on top, so sums and quantizing to the step are exact (a mean such as
@@ -443,3 +444,43 @@ def _explain(
         f"final volume = max({_ml(p.lowest, places)}, {_ml(suspension, places)}) = {_ml(syringe, places)} mL;"
         f" LR diluent = {_ml(diluent, places)} mL",
     )
+
+
+# --------------------------------------------------------------------------------------------- the fill
+
+
+def drawn_volume_range(
+    plan: FillPlan, drawn: str, *, tolerance: float, min_volume_ml: float, max_volume_ml: float
+) -> tuple[float, float]:
+    """The volumes of ``drawn`` ("suspension_ml" or "diluent_ml") the fill step accepts, the other volume as
+    planned: those whose dose in the syringe stays within ``tolerance`` of the prescription (the planning
+    tolerance), and for the diluent, whose syringe holds ``min_volume_ml`` to ``max_volume_ml``.
+
+    The syringe holds S = V_s + V_d - overage at the formulation's concentration C x V_s / (V_s + V_d), so its
+    dose is C x V_s x S / (V_s + V_d). Without an overage that is C x V_s: any diluent keeps the dose, and the
+    suspension's range is D (1 ± tol) / C. A step either side of the plan is not the rule: on a 0.5 mL plan
+    one 0.1 mL step is 20 % of the dose.
+    """
+    c, ov = plan.mean_concentration_per_ml, plan.overage_ml
+    low_dose, high_dose = plan.dose_cells * (1 - tolerance), plan.dose_cells * (1 + tolerance)
+    vs, vd = plan.suspension_ml, plan.diluent_ml
+    if drawn == "suspension_ml":
+        # C vs^2 + (C (vd - ov) - T) vs - T vd = 0, its positive root (the dose rises with vs)
+        def root(target: float) -> float:
+            b = c * (vd - ov) - target
+            return (-b + math.sqrt(b * b + 4 * c * target * vd)) / (2 * c)
+
+        # (the syringe's volume is the diluent's to make up: it is checked there)
+        low, high = root(low_dose), root(high_dose)
+    elif drawn == "diluent_ml":
+        low, high = min_volume_ml + ov - vs, max_volume_ml + ov - vs
+        if ov > 0:
+            # the dose rises with the diluent (less of the cells leave with the overage); solve for vd
+            def diluent_for(target: float) -> float:
+                return (target * vs - c * vs * (vs - ov)) / (c * vs - target) if c * vs > target else math.inf
+
+            low, high = max(low, diluent_for(low_dose)), min(high, diluent_for(high_dose))
+    else:
+        raise ValueError(f"the fill plan draws suspension_ml and diluent_ml, not {drawn!r}")
+    # To the microlitre, inwards: what is shown is what is accepted.
+    return math.ceil(max(0.0, low) * 1000 - 1e-9) / 1000, math.floor(max(0.0, high) * 1000 + 1e-9) / 1000

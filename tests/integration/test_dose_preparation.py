@@ -102,6 +102,29 @@ def test_a_prescribed_dose_is_prepared_to_a_syringe_within_tolerance(
     assert audit_service.verify(session).ok
 
 
+def test_one_step_off_a_small_plan_is_a_deviation(
+    session: Session, world: World, study: StudyDefinition, bench: Bench
+) -> None:
+    # Issue 9: counts of 5e7 /mL plan 5e7 / 5e7 = 1.0 mL of suspension. Drawing 1.1 mL puts 5.5e7 cells in the
+    # syringe, +10 %: one 0.1 mL step from the plan, which the old rule (plan ± one step) accepted.
+    subject = _banked_subject(session, world, study, bench)
+    batch = _prepare(
+        session,
+        world,
+        study,
+        bench,
+        _order(session, world, study, subject),
+        **{
+            "dose.count": {"count_1": "5.0e7", "count_2": "5.0e7", "count_3": ""},
+            "dose.fill": {"suspension_drawn": "1.1", "diluent_added": "4.0"},
+        },
+    )
+    deviation = session.scalar(select(Deviation).where(Deviation.batch_id == batch.id))
+    assert deviation is not None and deviation.field_key == "suspension_drawn"
+    # the dose within ±5 %: 0.95 to 1.05 mL
+    assert "0.95–1.05 mL" in deviation.limit_text
+
+
 def test_a_fill_volume_off_the_plan_opens_a_deviation(
     session: Session, world: World, study: StudyDefinition, bench: Bench
 ) -> None:
@@ -116,7 +139,8 @@ def test_a_fill_volume_off_the_plan_opens_a_deviation(
     )
     deviation = session.scalar(select(Deviation).where(Deviation.batch_id == batch.id))
     assert deviation is not None and deviation.field_key == "suspension_drawn"
-    assert "3.5–3.7 mL" in deviation.limit_text
+    # 5e7 x (1 ± 0.05) / 1.4e7: 3.39 to 3.75 mL
+    assert "3.393–3.75 mL" in deviation.limit_text
 
 
 def test_a_delivered_dose_out_of_tolerance_blocks_the_syringe(

@@ -16,6 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mfg.dosing import DoseRefused, FillPlan, plan_fill
+from mfg.dosing.rules import drawn_volume_range
 from mfg.errors import ValidationRefused
 
 REASONS = {"parameter", "dose", "too_few_counts", "bad_count", "count_cv", "too_dilute", "too_concentrated"}
@@ -504,3 +505,39 @@ def test_with_an_overage_the_syringe_holds_the_dose(dose: float, counts: list[fl
     in_syringe = mean * plan.suspension_ml / plan.final_volume_ml * plan.syringe_ml
     assert plan.expected_dose_cells == pytest.approx(in_syringe, rel=1e-9)
     assert abs(in_syringe / dose - 1) <= 0.05 + 1e-12
+
+
+# --------------------------------------------------------------------------------------------- the fill
+
+
+def _range(plan: FillPlan, drawn: str) -> tuple[float, float]:
+    return drawn_volume_range(plan, drawn, tolerance=0.05, min_volume_ml=5.0, max_volume_ml=10.0)
+
+
+def test_a_drawn_volume_is_checked_by_the_dose_it_gives() -> None:
+    # 1.0 mL plan at 1e7 /mL for 1e7 cells: ±5 % of the dose is 0.95 to 1.05 mL, not 0.9 to 1.1 (one step)
+    plan = plan_fill(1e7, [1e7, 1e7])
+    assert _range(plan, "suspension_ml") == (0.95, 1.05)
+    # 3.6 mL at 1.4e7 /mL for 5e7: 4.75e7 / 1.4e7 = 3.3929 (up to 3.393) to 5.25e7 / 1.4e7 = 3.75
+    plan = plan_fill(5e7, [1.4e7, 1.4e7])
+    assert _range(plan, "suspension_ml") == (3.393, 3.75)
+    # without an overage the diluent does not change the dose: the syringe's 5 to 10 mL bound it
+    assert _range(plan, "diluent_ml") == (1.4, 6.4)
+
+
+def test_with_an_overage_the_diluent_changes_the_dose_too() -> None:
+    # 2.8 mL at 2e7 /mL + 2.7 mL LR = 5.5 mL, 0.5 mL leaves: the syringe holds 2e7 x 2.8 x 5.0 / 5.5
+    plan = plan_fill(5e7, [2e7, 2e7], overage_ml=0.5)
+    low, high = _range(plan, "diluent_ml")
+    assert low == 2.7  # the syringe's 5.0 mL minimum: 5.0 + 0.5 - 2.8
+    # at the upper bound, the dose in the syringe is 1.05 x 5e7
+    held = 2e7 * 2.8 * (2.8 + high - 0.5) / (2.8 + high)
+    assert held == pytest.approx(5.25e7, rel=1e-3)
+    low, high = _range(plan, "suspension_ml")
+    for volume, dose in ((low, 4.75e7), (high, 5.25e7)):
+        assert 2e7 * volume * (volume + 2.7 - 0.5) / (volume + 2.7) == pytest.approx(dose, rel=1e-3)
+
+
+def test_only_the_planned_volumes_have_a_range() -> None:
+    with pytest.raises(ValueError, match="not 'cells'"):
+        _range(plan_fill(5e7, [1e7, 1e7]), "cells")
