@@ -149,6 +149,7 @@ def create_final_product(
     formulated_at: datetime,
     plan: FillPlan,
     study: StudyDefinition,
+    syringe_ml: float,
 ) -> FinalProduct:
     order = order_of(session, batch)
     product_code = isbt128.build_product_code(
@@ -164,14 +165,22 @@ def create_final_product(
         expires_at=formulated_at + timedelta(hours=study.product.stability_hours),
         prescribed_cells=order.dose_cells,
         expected_cells=float(plan.expected_dose_cells),
-        final_volume_ml=plan.syringe_ml,  # what the syringe holds, not what was formulated
+        final_volume_ml=syringe_ml,
         delivered_cells=None,
         status="awaiting_count",
     )
     return audit_service.create(session, actor, product)
 
 
+def syringe_volume(fill: Mapping[str, ParsedValue], fields: tuple[FieldDef, ...], overage_ml: float) -> float:
+    """The volume in the syringe, measured: the volumes drawn into the formulation less the overage taken
+    out of it (retained sample, QC aliquots); never the plan's."""
+    drawn = sum((fill[f.key].number or 0.0) for f in fields if f.plan in PLANNED_VOLUMES and f.key in fill)
+    return round(drawn - overage_ml, 6)
+
+
 def delivered_dose(session: Session, batch: Batch, post_fill_count: float) -> tuple[float, FinalProduct]:
+    """The measured concentration times the measured volume in the syringe."""
     product = product_of(session, batch)
     if product is None:
         raise ValidationRefused(
@@ -181,7 +190,12 @@ def delivered_dose(session: Session, batch: Batch, post_fill_count: float) -> tu
 
 
 def settle_product(
-    session: Session, actor: str, batch: Batch, delivered: float, study: StudyDefinition
+    session: Session,
+    actor: str,
+    batch: Batch,
+    delivered: float,
+    concentration: float,
+    study: StudyDefinition,
 ) -> None:
     """After the final count: the syringe is blocked when the dose is off or a viability deviation is open."""
     product = product_of(session, batch)
@@ -206,6 +220,7 @@ def settle_product(
         reason="final count recorded",
         action="final_count",
         delivered_cells=delivered,
+        concentration_per_ml=concentration,
         status=status,
         block_reason="; ".join(reasons) or None,
     )
@@ -319,13 +334,24 @@ class DosePreparation(Capability):
         syringes = [c for c in created if c.kind == "syringe"]
         if syringes:
             plan = fill_plan(ctx.session, ctx.batch, ctx.study)
+            volume = syringe_volume(values, ctx.step.fields, ctx.study.dosing.overage_ml)
             create_final_product(
-                ctx.session, ctx.user.username, ctx.batch, syringes[0], ctx.performed_at, plan, ctx.study
+                ctx.session,
+                ctx.user.username,
+                ctx.batch,
+                syringes[0],
+                ctx.performed_at,
+                plan,
+                ctx.study,
+                volume,
             )
         for field in ctx.step.fields:
             delivered = values.get(field.key) if field.computes == "delivered_dose" else None
-            if delivered is not None and delivered.number is not None:
-                settle_product(ctx.session, ctx.user.username, ctx.batch, delivered.number, ctx.study)
+            count = values.get("post_fill_count")
+            if delivered is not None and delivered.number is not None and count and count.number:
+                settle_product(
+                    ctx.session, ctx.user.username, ctx.batch, delivered.number, count.number, ctx.study
+                )
 
     def after_close(self, ctx: StepContext) -> None:
         finish(ctx.session, ctx.user.username, ctx.batch)

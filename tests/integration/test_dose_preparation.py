@@ -102,6 +102,28 @@ def test_a_prescribed_dose_is_prepared_to_a_syringe_within_tolerance(
     assert audit_service.verify(session).ok
 
 
+def test_the_delivered_dose_is_measured_from_the_volumes_drawn(
+    session: Session, world: World, study: StudyDefinition, bench: Bench
+) -> None:
+    # Issue 9: the plan is 3.6 mL + 1.4 mL = 5.0 mL; the technician drew 3.6 mL + 1.5 mL = 5.1 mL (in
+    # specification). The final count 1.0e7 /mL times the 5.1 mL in the syringe is 5.1e7, not 1.0e7 x 5.0.
+    subject = _banked_subject(session, world, study, bench)
+    batch = _prepare(
+        session,
+        world,
+        study,
+        bench,
+        _order(session, world, study, subject),
+        **{"dose.fill": {"diluent_added": "1.5"}, "dose.final_count": {"post_fill_count": "1.0e7"}},
+    )
+    product = preparation.product_of(session, batch)
+    assert product is not None
+    assert product.final_volume_ml == 5.1
+    assert product.concentration_per_ml == 1.0e7
+    assert product.delivered_cells == pytest.approx(5.1e7)
+    assert product.status == "awaiting_release"
+
+
 def test_one_step_off_a_small_plan_is_a_deviation(
     session: Session, world: World, study: StudyDefinition, bench: Bench
 ) -> None:
