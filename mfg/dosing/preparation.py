@@ -137,6 +137,31 @@ def thawed_vials(session: Session, batch: Batch) -> list[Container]:
     return list(session.scalars(select(Container).where(Container.scan_id.in_(codes)))) if codes else []
 
 
+def require_planned_vials(
+    session: Session, batch: Batch, study: StudyDefinition, values: Mapping[str, ParsedValue]
+) -> None:
+    """Another vial, or fewer, would thaw cells the bank check kept for a later dose, or too few for this
+    one: refused, naming the difference."""
+    order = order_of(session, batch)
+    subject = session.get(Subject, batch.subject_id)
+    assert subject is not None
+    planned = set(bank.bank_status(session, subject, study, order).vials_to_thaw)
+    scanned = set(values["vials"].text.split()) if "vials" in values else set()
+    if scanned == planned:
+        return
+    problems = []
+    if missing := sorted(planned - scanned):
+        problems.append(f"not scanned: {', '.join(missing)}")
+    if extra := sorted(scanned - planned):
+        problems.append(f"not chosen for this dose: {', '.join(extra)}")
+    raise ValidationRefused(
+        f"thaw exactly the cryovials the bank check chose ({', '.join(sorted(planned))}); "
+        + "; ".join(problems),
+        entity_type="batch",
+        entity_id=str(batch.id),
+    )
+
+
 def product_of(session: Session, batch: Batch) -> FinalProduct | None:
     return session.scalar(select(FinalProduct).where(FinalProduct.batch_id == batch.id))
 
@@ -318,6 +343,11 @@ class DosePreparation(Capability):
             min_volume_ml=dosing.min_volume_ml,
             max_volume_ml=dosing.max_volume_ml,
         )
+
+    def check_step(self, ctx: StepContext, values: Mapping[str, ParsedValue]) -> None:
+        """At thaw, the cryovials scanned are exactly the ones the bank check chose for this dose."""
+        if ctx.step.role == "thaw":
+            require_planned_vials(ctx.session, ctx.batch, ctx.study, values)
 
     def lineage(self, ctx: StepContext) -> list[Container]:
         """The syringe comes from the cryovials scanned at thaw."""

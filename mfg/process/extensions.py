@@ -70,6 +70,11 @@ class Capability:
     def lineage(self, ctx: StepContext) -> list[Container]:
         return []
 
+    def check_step(self, ctx: StepContext, values: Mapping[str, ParsedValue]) -> None:
+        """Refuse (raise a Refusal) what the engine's field checks cannot know is wrong, before anything of
+        the step is written."""
+        return None
+
     def after_step(
         self,
         ctx: StepContext,

@@ -61,6 +61,7 @@ def record_step(
     subject = session.get(Subject, batch.subject_id)
     assert subject is not None
     entries = parse_submission(EntryContext(ctx, subject, capability), submission)
+    capability.check_step(ctx, {e.field.key: e.parsed for e in entries})
 
     iteration = progress.get(step.key, rules.StepProgress()).count + 1
     at_cabinet = workstation if workstation is not None and step.at_workstation else None

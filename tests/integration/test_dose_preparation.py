@@ -16,10 +16,10 @@ from labels.data import barcode_strings
 from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.custody.models import Container, LabelPrint
-from mfg.dosing import preparation, product_labels
+from mfg.dosing import bank, preparation, product_labels
 from mfg.dosing import service as order_service
 from mfg.dosing.models import DoseOrder, FinalProduct
-from mfg.errors import Refusal
+from mfg.errors import Refusal, ValidationRefused
 from mfg.process import batches
 from mfg.process.models import Batch, Deviation, StepRecord
 from mfg.study.definition import StudyDefinition
@@ -354,3 +354,36 @@ def test_labels_are_reconciled_in_whole_numbers(
     with pytest.raises(Refusal, match="whole numbers"):
         run_step(session, world, study, prepared, bench, "dose.label", values=values)
     session.rollback()
+
+
+def test_thaw_takes_exactly_the_vials_the_bank_check_chose(
+    session: Session, world: World, study: StudyDefinition, bench: Bench
+) -> None:
+    # Issue 9: thaw accepted any cryovials, or fewer than planned.
+    subject = _banked_subject(session, world, study, bench)
+    order = _order(session, world, study, subject)
+    batch = preparation.start_preparation(session, world.users["technician"], order, study)
+    session.commit()
+    planned = list(bank.bank_status(session, subject, study, order).vials_to_thaw)
+    others = [
+        vial.scan_id
+        for vial in session.scalars(select(Container).where(Container.kind == "cryovial"))
+        if vial.scan_id not in planned
+    ]
+    assert len(planned) == 2 and others
+    values = step_values(session, batch, "dose.thaw", clock.now())
+    for vials, words in (
+        (planned[:1], f"not scanned: {planned[1]}"),
+        ([*planned, others[0]], f"not chosen for this dose: {others[0]}"),
+        ([planned[0], others[0]], f"not scanned: {planned[1]}; not chosen for this dose: {others[0]}"),
+    ):
+        with pytest.raises(ValidationRefused, match=words):
+            run_step(
+                session, world, study, batch, bench, "dose.thaw", values={**values, "vials": " ".join(vials)}
+            )
+        session.rollback()
+    assert batches.latest_record(session, batch, "dose.thaw") is None
+    stored = session.scalars(select(Container).where(Container.scan_id.in_(planned + others))).all()
+    assert all(vial.status != "consumed" for vial in stored)
+    run_step(session, world, study, batch, bench, "dose.thaw", values=values)
+    assert batches.latest_record(session, batch, "dose.thaw") is not None
