@@ -316,11 +316,11 @@ def step_values(
     if step_key == "cryobank.close":
         return {"sufficiency_reviewed": "yes", "comment": ""}
     if step_key.startswith("dose."):
-        return _dose_step_values(session, batch, step_key)
+        return _dose_step_values(session, batch, step_key, now)
     raise KeyError(step_key)
 
 
-def _dose_step_values(session: Session, batch: Batch, step_key: str) -> dict[str, str]:
+def _dose_step_values(session: Session, batch: Batch, step_key: str, now: datetime) -> dict[str, str]:
     """Stage 6 in specification: 2 vials of 5e7 thawed with 70 % recovery, 1.4e7 viable cells/mL."""
     from mfg.dosing import bank, preparation
 
@@ -330,7 +330,12 @@ def _dose_step_values(session: Session, batch: Batch, step_key: str) -> dict[str
         subject = session.get(Subject, batch.subject_id)
         assert subject is not None
         vials = bank.bank_status(session, subject, study, order).vials_to_thaw
-        return {"vials": " ".join(vials), "water_bath": "WB-01", "thaw_minutes": "2"}
+        return {
+            "vials": " ".join(vials),
+            "water_bath": "WB-01",
+            "thaw_minutes": "2",
+            "thawed_at": local(now),
+        }
     if step_key == "dose.wash":
         return {"lr_lot": "LOT-LR-1", "centrifuge": "CEN-01", "resuspension_volume": "5"}
     if step_key == "dose.count":
@@ -343,17 +348,44 @@ def _dose_step_values(session: Session, batch: Batch, step_key: str) -> dict[str
             "suspension_drawn": f"{plan.suspension_ml}",
             "diluent_added": f"{plan.diluent_ml}",
         }
+    if step_key == "dose.predilute":
+        return {
+            "lr_lot": "LOT-LR-1",
+            "suspension_volume": "1.0",
+            "diluent_volume": "4.0",
+            "count_1": "1.00e7",
+            "count_2": "1.02e7",
+            "count_3": "",
+            "viability": "92",
+        }
+    if step_key == "dose.inspect":
+        return {"no_clumps": "yes", "no_particles": "yes", "no_leak": "yes"}
     if step_key == "dose.final_count":
         product = preparation.product_of(session, batch)
         assert product is not None
-        return {"post_fill_count": f"{product.expected_cells / product.final_volume_ml:.4g}"}
+        # the concentration in the syringe as planned, counted twice (0.5 % apart)
+        concentration = product.expected_cells / product.final_volume_ml
+        return {
+            "post_fill_count": f"{concentration * 1.0025:.4g}",
+            "post_fill_count_2": f"{concentration * 0.9975:.4g}",
+            "post_fill_count_3": "",
+            "viability": "91",
+        }
     if step_key == "dose.label":
         printed = preparation.labels_printed(session, batch)
         return {"labels_checked": "yes", "labels_applied": str(printed), "labels_destroyed": "0"}
     raise KeyError(step_key)
 
 
-DOSE_STEPS = ("dose.thaw", "dose.wash", "dose.count", "dose.fill", "dose.final_count", "dose.label")
+DOSE_STEPS = (
+    "dose.thaw",
+    "dose.wash",
+    "dose.count",
+    "dose.fill",
+    "dose.inspect",
+    "dose.final_count",
+    "dose.label",
+)
 
 
 # Who performs and who verifies each step in the reference scenario.
@@ -476,7 +508,7 @@ def run_reference_scenario(
         holder = session.get(Batch, cabinet.current_batch_id)
         if holder is not None and holder.subject_id != subject.id:
             workstations.clear_line(session, users["tech"], DEMO_PASSWORD, cabinet)
-    _run_steps(session, users, dose_batch, [(k, 1) for k in DOSE_STEPS[:5]], study, cabinet)
+    _run_steps(session, users, dose_batch, [(k, 1) for k in DOSE_STEPS[:-1]], study, cabinet)
     product = preparation.product_of(session, dose_batch)
     assert product is not None
     syringe_pdf = product_labels.print_product_labels(session, users["tech"], product, study, "")

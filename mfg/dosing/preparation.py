@@ -8,6 +8,7 @@ Nothing here commits.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -28,7 +29,7 @@ from mfg.errors import NotFound, ValidationRefused
 from mfg.identity import rules as identity_rules
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
-from mfg.process.batches import role_values
+from mfg.process.batches import batch_mbr, current_values, role_values
 from mfg.process.extensions import Capability, StepContext
 from mfg.process.mbr import FieldDef
 from mfg.process.models import Batch, Deviation, StepRecord
@@ -108,18 +109,29 @@ def order_of(session: Session, batch: Batch) -> DoseOrder:
     return order
 
 
-def fill_plan(session: Session, batch: Batch, study: StudyDefinition) -> FillPlan:
-    """The plan from the dose order and the recorded replicate counts; DoseRefused names what to do."""
-    counts_rows = role_values(session, batch, "count")
-    counts = [
-        row.number
-        for key, row in sorted(counts_rows.items())
-        if key.startswith("count_") and row.number is not None
+def latest_counts(session: Session, batch: Batch) -> list[float]:
+    """The replicate viable counts the fill is planned from: those of the latest count, which is the last
+    pre-dilution's when there was one."""
+    mbr = batch_mbr(session, batch)
+    steps = [step.key for step in (mbr.step_for_role("count"), mbr.step_for_role("recount")) if step]
+    record = session.scalar(
+        select(StepRecord)
+        .where(StepRecord.batch_id == batch.id, StepRecord.step_key.in_(steps))
+        .order_by(StepRecord.id.desc())
+        .limit(1)
+    )
+    rows = current_values(session, record) if record is not None else {}
+    return [
+        row.number for key, row in sorted(rows.items()) if key.startswith("count_") and row.number is not None
     ]
+
+
+def fill_plan(session: Session, batch: Batch, study: StudyDefinition) -> FillPlan:
+    """The plan from the dose order and the latest replicate counts; DoseRefused names what to do."""
     dosing = study.dosing
     return plan_fill(
         order_of(session, batch).dose_cells,
-        counts,
+        latest_counts(session, batch),
         min_volume_ml=dosing.min_volume_ml,
         max_volume_ml=dosing.max_volume_ml,
         volume_step_ml=dosing.volume_step_ml,
@@ -204,14 +216,32 @@ def syringe_volume(fill: Mapping[str, ParsedValue], fields: tuple[FieldDef, ...]
     return round(drawn - overage_ml, 6)
 
 
-def delivered_dose(session: Session, batch: Batch, post_fill_count: float) -> tuple[float, FinalProduct]:
+def final_concentration(typed: Mapping[str, ParsedValue], max_cv: float) -> float:
+    """The mean of the retained sample's replicate counts (post_fill_count, post_fill_count_2, ...). Version 1
+    of the MBR had one count; where there are several they must agree, or they are counted again."""
+    counts = [v.number for k, v in sorted(typed.items()) if k.startswith("post_fill_count") and v.number]
+    if not counts:
+        raise ValidationRefused("count the retained sample", entity_type="batch")
+    mean = sum(counts) / len(counts)
+    if len(counts) > 1:
+        cv = statistics.stdev(counts) / mean
+        if cv > max_cv:
+            raise ValidationRefused(
+                f"the retained sample's counts disagree, CV {cv:.1%} above the limit {max_cv:.1%}: "
+                "count again",
+                entity_type="batch",
+            )
+    return mean
+
+
+def delivered_dose(session: Session, batch: Batch, concentration: float) -> tuple[float, FinalProduct]:
     """The measured concentration times the measured volume in the syringe."""
     product = product_of(session, batch)
     if product is None:
         raise ValidationRefused(
             "the syringe has not been filled yet", entity_type="batch", entity_id=str(batch.id)
         )
-    return post_fill_count * product.final_volume_ml, product
+    return concentration * product.final_volume_ml, product
 
 
 def settle_product(
@@ -289,9 +319,8 @@ class DosePreparation(Capability):
         self, ctx: StepContext, field: FieldDef, typed: Mapping[str, ParsedValue]
     ) -> tuple[FieldDef, ParsedValue]:
         if field.computes == "delivered_dose":
-            count = typed.get("post_fill_count")
-            assert count is not None and count.number is not None  # a required number field of the step
-            delivered, product = delivered_dose(ctx.session, ctx.batch, count.number)
+            concentration = final_concentration(typed, ctx.study.dosing.max_count_cv)
+            delivered, product = delivered_dose(ctx.session, ctx.batch, concentration)
             tolerance = ctx.study.dosing.tolerance
             checked = replace(
                 field,
@@ -377,10 +406,10 @@ class DosePreparation(Capability):
             )
         for field in ctx.step.fields:
             delivered = values.get(field.key) if field.computes == "delivered_dose" else None
-            count = values.get("post_fill_count")
-            if delivered is not None and delivered.number is not None and count and count.number:
+            if delivered is not None and delivered.number is not None:
+                concentration = final_concentration(values, ctx.study.dosing.max_count_cv)
                 settle_product(
-                    ctx.session, ctx.user.username, ctx.batch, delivered.number, count.number, ctx.study
+                    ctx.session, ctx.user.username, ctx.batch, delivered.number, concentration, ctx.study
                 )
 
     def after_close(self, ctx: StepContext) -> None:

@@ -38,6 +38,7 @@ PROCESS_ROLES: dict[str, tuple[str, ...]] = {
     "freeze": ("cells_per_vial",),  # the cryobank
     "thaw": ("vials",),  # dose preparation: the cryovials thawed
     "count": (),  # replicate viable counts (fields count_1, count_2, ...)
+    "recount": (),  # the same after a pre-dilution (optional, repeatable): the latest counts plan the fill
     "fill": (),  # the syringe is filled against the plan
     "final_count": ("post_fill_count",),  # the retained sample's count
     "label": (),

@@ -172,8 +172,9 @@ def _step(step_raw: dict[str, Any], stage_key: str, previous: str, seen: dict[st
         if predecessor not in seen:
             raise _fail(where, f"comes after {predecessor!r}, which is not an earlier step")
     repeat_min, repeat_max = int(step_raw.get("repeat_min", 1)), int(step_raw.get("repeat_max", 1))
-    if not 1 <= repeat_min <= repeat_max:
-        raise _fail(where, "needs 1 <= repeat_min <= repeat_max")
+    # repeat_min = 0: an optional step (done only when needed, such as a pre-dilution)
+    if not 0 <= repeat_min <= repeat_max or repeat_max < 1:
+        raise _fail(where, "needs 0 <= repeat_min <= repeat_max and repeat_max >= 1")
     return StepDef(
         key=key,
         stage=stage_key,

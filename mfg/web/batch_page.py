@@ -78,9 +78,11 @@ def context(
 
 
 def _current_step(available: list[StepDef], chosen: str | None) -> StepDef | None:
-    """The step the page opens on: the one asked for if it may be recorded now, else the first due."""
+    """The step the page opens on: the one asked for if it may be recorded now, else the first due (an
+    optional step, such as a pre-dilution, only when nothing else is)."""
     picked = next((s for s in available if s.key == chosen), None) if chosen else None
-    return picked or (available[0] if available else None)
+    due = next((s for s in available if s.repeat_min > 0), None)
+    return picked or due or (available[0] if available else None)
 
 
 def _record_views(

@@ -20,15 +20,17 @@ from mfg.dosing import bank, preparation, product_labels
 from mfg.dosing import service as order_service
 from mfg.dosing.models import DoseOrder, FinalProduct
 from mfg.errors import Refusal, ValidationRefused
-from mfg.process import batches
+from mfg.process import batches, rules, versions
+from mfg.process.mbr import packaged_mbr_text
 from mfg.process.models import Batch, Deviation, StepRecord
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
+from mfg.web import batch_page
 from tests.bench_data import STEP_SEQUENCE, Bench, step_values
 from tests.conftest import PASSWORD, World, enroll, require_tool
 from tests.integration.test_batch_service import run_step
 
-DOSE_STEPS = ["dose.thaw", "dose.wash", "dose.count", "dose.fill", "dose.final_count"]
+DOSE_STEPS = ["dose.thaw", "dose.wash", "dose.count", "dose.fill", "dose.inspect", "dose.final_count"]
 
 
 def _banked_subject(
@@ -86,10 +88,12 @@ def test_a_prescribed_dose_is_prepared_to_a_syringe_within_tolerance(
 ) -> None:
     product = preparation.product_of(session, prepared)
     assert product is not None and product.status == "awaiting_release"
-    # counts 1.40e7, 1.38e7, 1.42e7 -> C = 1.4e7; 5e7 / 1.4e7 = 3.571 -> 3.6 mL; 3.6 x 1.4e7 = 5.04e7
-    assert product.expected_cells == pytest.approx(5.04e7)
-    assert product.final_volume_ml == 5.0  # max(5.0, 3.6); Lactated Ringer's 1.4 mL
-    assert product.delivered_cells == pytest.approx(5.04e7, rel=1e-3)
+    # counts 1.40e7, 1.38e7, 1.42e7 -> C = 1.4e7; D/C = 5e7 / 1.4e7 = 3.571 mL: the syringe holds 5.0 mL;
+    # with the 0.5 mL overage 5.5 mL is formulated: 3.571 x 5.5 / 5.0 = 3.929 -> 3.9 mL + 1.6 mL LR;
+    # the syringe holds 1.4e7 x 3.9 x 5.0 / 5.5 = 4.964e7 (-0.7 %)
+    assert product.expected_cells == pytest.approx(1.4e7 * 3.9 * 5.0 / 5.5)
+    assert product.final_volume_ml == 5.0  # 3.9 + 1.6 drawn, less the 0.5 mL overage
+    assert product.delivered_cells == pytest.approx(product.expected_cells, rel=1e-3)
     assert prepared.division == "A0"
     assert product.product_code == f"=<{study.product.product_description_code}1A0"
     assert product.expires_at - product.formulated_at == timedelta(hours=study.product.stability_hours)
@@ -105,8 +109,9 @@ def test_a_prescribed_dose_is_prepared_to_a_syringe_within_tolerance(
 def test_the_delivered_dose_is_measured_from_the_volumes_drawn(
     session: Session, world: World, study: StudyDefinition, bench: Bench
 ) -> None:
-    # Issue 9: the plan is 3.6 mL + 1.4 mL = 5.0 mL; the technician drew 3.6 mL + 1.5 mL = 5.1 mL (in
-    # specification). The final count 1.0e7 /mL times the 5.1 mL in the syringe is 5.1e7, not 1.0e7 x 5.0.
+    # Issue 9: the plan is 3.9 mL + 1.6 mL = 5.5 mL, 0.5 mL of it the overage; the technician drew 3.9 mL +
+    # 1.7 mL (in specification): the syringe holds 5.1 mL. The final count, 1.0e7 /mL twice, times the 5.1 mL
+    # is 5.1e7, not 1.0e7 x 5.0.
     subject = _banked_subject(session, world, study, bench)
     batch = _prepare(
         session,
@@ -114,7 +119,10 @@ def test_the_delivered_dose_is_measured_from_the_volumes_drawn(
         study,
         bench,
         _order(session, world, study, subject),
-        **{"dose.fill": {"diluent_added": "1.5"}, "dose.final_count": {"post_fill_count": "1.0e7"}},
+        **{
+            "dose.fill": {"diluent_added": "1.7"},
+            "dose.final_count": {"post_fill_count": "1.0e7", "post_fill_count_2": "1.0e7"},
+        },
     )
     product = preparation.product_of(session, batch)
     assert product is not None
@@ -127,8 +135,9 @@ def test_the_delivered_dose_is_measured_from_the_volumes_drawn(
 def test_one_step_off_a_small_plan_is_a_deviation(
     session: Session, world: World, study: StudyDefinition, bench: Bench
 ) -> None:
-    # Issue 9: counts of 5e7 /mL plan 5e7 / 5e7 = 1.0 mL of suspension. Drawing 1.1 mL puts 5.5e7 cells in the
-    # syringe, +10 %: one 0.1 mL step from the plan, which the old rule (plan ± one step) accepted.
+    # Issue 9: counts of 5e7 /mL plan 1.0 x 5.5 / 5.0 = 1.1 mL of suspension (0.5 mL overage) and 4.4 mL LR.
+    # Drawing 1.2 mL puts 5e7 x 1.2 x 5.1 / 5.6 = 5.46e7 cells in the syringe, +9.3 %: one 0.1 mL step from
+    # the plan, which the old rule (plan ± one step) accepted.
     subject = _banked_subject(session, world, study, bench)
     batch = _prepare(
         session,
@@ -138,13 +147,13 @@ def test_one_step_off_a_small_plan_is_a_deviation(
         _order(session, world, study, subject),
         **{
             "dose.count": {"count_1": "5.0e7", "count_2": "5.0e7", "count_3": ""},
-            "dose.fill": {"suspension_drawn": "1.1", "diluent_added": "4.0"},
+            "dose.fill": {"suspension_drawn": "1.2", "diluent_added": "4.4"},
         },
     )
     deviation = session.scalar(select(Deviation).where(Deviation.batch_id == batch.id))
     assert deviation is not None and deviation.field_key == "suspension_drawn"
-    # the dose within ±5 %: 0.95 to 1.05 mL
-    assert "0.95–1.05 mL" in deviation.limit_text
+    # the dose within ±5 %: 1.047 to 1.153 mL
+    assert "1.047–1.153 mL" in deviation.limit_text
 
 
 def test_a_fill_volume_off_the_plan_opens_a_deviation(
@@ -161,8 +170,8 @@ def test_a_fill_volume_off_the_plan_opens_a_deviation(
     )
     deviation = session.scalar(select(Deviation).where(Deviation.batch_id == batch.id))
     assert deviation is not None and deviation.field_key == "suspension_drawn"
-    # 5e7 x (1 ± 0.05) / 1.4e7: 3.39 to 3.75 mL
-    assert "3.393–3.75 mL" in deviation.limit_text
+    # the dose in the syringe within 5e7 x (1 ± 0.05), with 1.6 mL LR and 0.5 mL overage: 3.744 to 4.109 mL
+    assert "3.744–4.109 mL" in deviation.limit_text
 
 
 def test_a_delivered_dose_out_of_tolerance_blocks_the_syringe(
@@ -175,7 +184,7 @@ def test_a_delivered_dose_out_of_tolerance_blocks_the_syringe(
         study,
         bench,
         _order(session, world, study, subject),
-        **{"dose.final_count": {"post_fill_count": "8.0e6"}},
+        **{"dose.final_count": {"post_fill_count": "8.0e6", "post_fill_count_2": "8.0e6"}},
     )
     product = preparation.product_of(session, batch)
     assert product is not None and product.status == "blocked"
@@ -387,3 +396,110 @@ def test_thaw_takes_exactly_the_vials_the_bank_check_chose(
     assert all(vial.status != "consumed" for vial in stored)
     run_step(session, world, study, batch, bench, "dose.thaw", values=values)
     assert batches.latest_record(session, batch, "dose.thaw") is not None
+
+
+def test_a_suspension_too_concentrated_is_pre_diluted_and_counted_again(
+    session: Session, world: World, study: StudyDefinition, bench: Bench
+) -> None:
+    # Issue 9: counts of 2.2e8 /mL need 5e7 / 2.2e8 x 5.5 / 5.0 = 0.25 mL: not measurable.
+    subject = _banked_subject(session, world, study, bench)
+    batch = preparation.start_preparation(
+        session, world.users["technician"], _order(session, world, study, subject), study
+    )
+    session.commit()
+    high = {"count_1": "2.2e8", "count_2": "2.2e8", "count_3": "", "viability": "90"}
+    for step_key in ("dose.thaw", "dose.wash", "dose.count"):
+        extra = high if step_key == "dose.count" else {}
+        values = {**step_values(session, batch, step_key, clock.now()), **extra}
+        run_step(session, world, study, batch, bench, step_key, values=values)
+    with pytest.raises(Refusal, match="pre-dilute to at most") as refused:
+        preparation.fill_plan(session, batch, study)
+    # at most 5e7 x 5.5 / (5.0 x 1.0 mL) = 5.5e7 cells/mL
+    assert "5.50 × 10⁷ viable cells/mL and count again" in str(refused.value)
+    # the bench opens on the fill (the pre-dilution is optional), and offers the pre-dilution
+    mbr = batches.batch_mbr(session, batch)
+    available = rules.available_steps(mbr, batches.progress_of(session, batch))
+    assert [s.key for s in available] == ["dose.predilute", "dose.fill"]
+    assert batch_page._current_step(available, None).key == "dose.fill"
+    diluted = {
+        **step_values(session, batch, "dose.predilute", clock.now()),
+        "count_1": "1.40e7",
+        "count_2": "1.42e7",
+    }
+    run_step(session, world, study, batch, bench, "dose.predilute", values=diluted)
+    plan = preparation.fill_plan(session, batch, study)
+    assert plan.counts_per_ml == (1.40e7, 1.42e7)  # the latest counts
+    for step_key in ("dose.fill", "dose.inspect", "dose.final_count"):
+        run_step(session, world, study, batch, bench, step_key)
+    product = preparation.product_of(session, batch)
+    assert product is not None and product.status == "awaiting_release"
+    # once the fill is recorded, no more pre-dilutions
+    assert "dose.predilute" not in {
+        s.key for s in rules.available_steps(mbr, batches.progress_of(session, batch))
+    }
+
+
+def test_the_retained_samples_counts_must_agree(
+    session: Session, world: World, study: StudyDefinition, bench: Bench
+) -> None:
+    subject = _banked_subject(session, world, study, bench)
+    with pytest.raises(
+        Refusal, match="the retained sample's counts disagree, CV 28.3% above the limit 10.0%"
+    ):
+        _prepare(
+            session,
+            world,
+            study,
+            bench,
+            _order(session, world, study, subject),
+            **{"dose.final_count": {"post_fill_count": "1.0e7", "post_fill_count_2": "1.5e7"}},
+        )
+
+
+def test_a_dose_batch_on_version_1_keeps_it(
+    session: Session, world: World, study: StudyDefinition, bench: Bench
+) -> None:
+    """Version 2 is approved (the bench set-up did it); a batch begun on version 1 before it carries on with
+    version 1's steps: one final count, no inspection, no second person at thaw."""
+    v1 = versions.register_mbr(session, "test-setup", packaged_mbr_text("aamsc_dose_v1"))
+    versions.approve_mbr(session, world.users["qa"], PASSWORD, v1)
+    subject = _banked_subject(session, world, study, bench)
+    batch = preparation.start_preparation(
+        session, world.users["technician"], _order(session, world, study, subject), study
+    )
+    assert batches.batch_mbr(session, batch).version == 2  # new batches take the latest approved
+    # as if it had been started before version 2 was approved
+    audit_service.update(
+        session, "test-setup", batch, reason="started before v2", action="test", mbr_version_id=v1.id
+    )
+    session.commit()
+    assert batches.batch_mbr(session, batch).version == 1
+    thaw = run_step(
+        session,
+        world,
+        study,
+        batch,
+        bench,
+        "dose.thaw",
+        values={
+            k: v for k, v in step_values(session, batch, "dose.thaw", clock.now()).items() if k != "thawed_at"
+        },
+    )
+    assert thaw.status == "done"
+    for step_key in ("dose.wash", "dose.count", "dose.fill"):
+        run_step(session, world, study, batch, bench, step_key)
+    product = preparation.product_of(session, batch)
+    assert product is not None
+    concentration = product.expected_cells / product.final_volume_ml
+    run_step(
+        session,
+        world,
+        study,
+        batch,
+        bench,
+        "dose.final_count",
+        values={"post_fill_count": f"{concentration:.4g}"},
+    )
+    assert product.status == "awaiting_release"
+    assert product.delivered_cells == pytest.approx(product.expected_cells, rel=1e-3)
+    assert audit_service.verify(session).ok

@@ -44,7 +44,7 @@ def test_the_aamsc_study_loads_with_the_protocol_facts() -> None:
             "dosing.planning_tolerance is above the delivered-dose tolerance",
         ),
         ("min_aliquot_ml = 0.5", "min_aliquot_ml = 0", "dosing.min_aliquot_ml is 0, outside"),
-        ("overage_ml = 0.0", "overage_ml = -1", "dosing.overage_ml is -1, outside"),
+        ("overage_ml = 0.5", "overage_ml = -1", "dosing.overage_ml is -1, outside"),
         ("injections = 4", 'injections = "four"', "schedule.injections must be a whole number"),
         (
             'product_description_code = "S9999"',
