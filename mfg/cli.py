@@ -50,13 +50,18 @@ def database_is_current(engine: Engine, url: str) -> bool:
         return set(MigrationContext.configure(conn).get_current_heads()) == heads
 
 
-def prepare(url: str) -> None:
+def prepare(url: str, *, notes_to_stderr: bool = False) -> None:
     """What `mfg init` does, as the schema's owner (MFG_ADMIN_DATABASE_URL when set): migrate; grant the
     application's role (the user of ``url``) its rights when it is another role; make the audit key if there
-    is none (mode 0600); and key the trail from here on if it was written before the key existed."""
+    is none (mode 0600); key the trail from here on if it was written before the key existed; and bring the
+    package's new MBR versions to QA as drafts. Its notes go to stderr where stdout is data (``mfg demo``)."""
     from mfg import db_roles
     from mfg.audit import key as audit_key
     from mfg.audit import service as audit_service
+    from mfg.process import versions
+
+    def note(message: str) -> None:
+        click.echo(message, err=notes_to_stderr)
 
     owner_url = mfg_config.owner_database_url()
     if not db_roles.same_database(url, owner_url):
@@ -69,15 +74,18 @@ def prepare(url: str) -> None:
             db_roles.grant_application_role(engine, app_role)
         except LookupError as exc:
             _fail(str(exc))
-        click.echo(f"database role {app_role}: rows only (no DDL; the audit trail: SELECT and INSERT)")
+        note(f"database role {app_role}: rows only (no DDL; the audit trail: SELECT and INSERT)")
     path = audit_key.key_path()
     if audit_key.create_key_file(path):
-        click.echo(f"audit key created at {path} (mode 0600): back it up, away from the database backups")
+        note(f"audit key created at {path} (mode 0600): back it up, away from the database backups")
     audit_key.use_key(audit_key.load_key(path))
     with session_scope(make_session_factory(engine)) as session:
         covered = audit_service.introduce_key(session, _actor())
+        drafts = [f"{v.code} v{v.version}" for v in versions.register_packaged(session, _actor())]
     if covered:
-        click.echo(f"audit trail keyed from here on; {covered} earlier events rest on its SHA-256 chain")
+        note(f"audit trail keyed from here on; {covered} earlier events rest on its SHA-256 chain")
+    for draft in drafts:
+        note(f"master batch record {draft} registered as a draft: QA approves it before use")
 
 
 def _engine() -> tuple[str, Engine]:
@@ -181,7 +189,7 @@ def demo(out_dir: Path) -> None:
     from mfg.demo import run_reference_scenario
 
     url, engine = _engine()
-    prepare(url)
+    prepare(url, notes_to_stderr=True)
     try:
         with session_scope(make_session_factory(engine)) as session:
             summary, files = run_reference_scenario(session, out_dir.resolve(), _actor())

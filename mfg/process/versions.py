@@ -79,6 +79,23 @@ def register_mbr(session: Session, actor: str, definition: str) -> MbrVersion:
     return audit_service.create(session, actor, version)
 
 
+def register_packaged(session: Session, actor: str) -> list[MbrVersion]:
+    """Register the package's current MBR versions that the database does not hold yet, as drafts: a new
+    release brings its new versions to QA, who approves them (or not) on the QA page."""
+    from mfg.process.definitions import CURRENT
+    from mfg.process.mbr import packaged_mbr_text
+
+    added = []
+    for name in CURRENT:
+        mbr = _parsed(packaged_mbr_text(name))
+        known = session.scalar(
+            select(MbrVersion.id).where(MbrVersion.code == mbr.code, MbrVersion.version == mbr.version)
+        )
+        if known is None:
+            added.append(register_mbr(session, actor, packaged_mbr_text(name)))
+    return added
+
+
 def approve_mbr(session: Session, approver: User, password: str, version: MbrVersion) -> None:
     if approver.role != identity_rules.QA:
         raise PermissionRefused(

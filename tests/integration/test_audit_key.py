@@ -237,13 +237,16 @@ def test_a_trail_from_before_the_key_is_keyed_from_init_on(database_url: str, tm
         result = run_cli(database_url, "init")
         assert result.returncode == 0, result.stderr
         assert "3 earlier events rest on its SHA-256 chain" in result.stdout
+        # init also brings the package's MBR versions to QA as drafts: one keyed event each
+        drafts = result.stdout.count("registered as a draft")
+        assert drafts == 2
         code, lines = _verify(database_url, tmp_path)
         assert code == 0, lines
         assert lines[0] == (
             "3 events precede the audit key's introduction: "
             "they are covered by the SHA-256 chain, not by HMACs"
         )
-        assert lines[-1] == f"audit trail intact: {len(legacy) + 1} events"
+        assert lines[-1] == f"audit trail intact: {len(legacy) + 1 + drafts} events"
         # An event without the key after the introduction is unkeyed, and a later init does not bless it.
         late = _forge(engine, actor="someone", entity_type="note", entity_id="late", changes={})
         assert run_cli(database_url, "init").returncode == 0

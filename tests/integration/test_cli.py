@@ -106,3 +106,19 @@ def test_cli_uses_mfg_database_url(database_url: str, tmp_path) -> None:  # type
     result = run_cli(database_url, "audit", "verify", tmp_path=tmp_path)
     assert result.returncode == 0
     assert not (tmp_path / "mfg.sqlite3").exists()
+
+
+def test_init_brings_new_mbr_versions_to_qa_as_drafts(database_url: str, session: Session) -> None:
+    """A release with a new MBR version (the dose MBR's version 2) registers it as a draft; nobody can
+    start a batch on it until QA approves it. Repeating init registers nothing more."""
+    from mfg.process.models import MbrVersion
+
+    first = run_cli(database_url, "init")
+    assert first.returncode == 0, first.stderr
+    assert (
+        "master batch record AAMSC-DOSE v2 registered as a draft: QA approves it before use" in first.stdout
+    )
+    drafts = session.scalars(select(MbrVersion).where(MbrVersion.status == "draft")).all()
+    assert {(v.code, v.version) for v in drafts} == {("AAMSC-MBR", 1), ("AAMSC-DOSE", 2)}
+    again = run_cli(database_url, "init")
+    assert again.returncode == 0 and "registered as a draft" not in again.stdout
