@@ -1,6 +1,7 @@
 """Configuration from the environment, with embedded defaults so a new user needs no server.
 
 MFG_DATABASE_URL      SQLAlchemy URL (default: SQLite file in the instance folder)
+MFG_ADMIN_DATABASE_URL   the schema owner's URL, for `mfg restore` (default: MFG_DATABASE_URL)
 MFG_SECRET_KEY        session signing key (default: generated once into the instance folder)
 MFG_INSTANCE_PATH     where the SQLite file and generated key live (default: ./instance)
 MFG_IDLE_TIMEOUT_MINUTES   idle session timeout at shared terminals (default 15)
@@ -53,6 +54,11 @@ def database_url(instance: Path | None = None) -> str:
         return url
     folder = private_folder(instance or instance_path())
     return f"sqlite:///{private_file(folder / 'mfg.sqlite3')}"
+
+
+def owner_database_url() -> str:
+    """The schema owner's URL: in production the app's own role (MFG_DATABASE_URL) may not create tables."""
+    return os.environ.get("MFG_ADMIN_DATABASE_URL") or database_url()
 
 
 def _secret_key(instance: Path) -> str:
