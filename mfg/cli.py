@@ -255,12 +255,20 @@ def audit_verify() -> None:
     """Recompute the hash chain and every event's HMAC, hold the chain against every checkpoint, and compare
     every audited row with its trail. Reports every problem; exit 1 if there is any."""
     from mfg.audit import key as audit_key
-    from mfg.audit import service as audit_service
 
     key = audit_key.load_key(audit_key.key_path())
+    _url, engine = _engine()
+    report_verification(engine, key)
+
+
+def report_verification(engine: Engine, key: bytes) -> None:
+    """What `audit verify` (and `restore`, of what it restored) prints: the checkpoints held against, every
+    problem and exit 1, or where the head stands against the last checkpoint and the event count."""
+    from mfg.audit import key as audit_key
+    from mfg.audit import service as audit_service
+
     checkpoint_file = audit_key.checkpoint_path()
     checkpoints, unreadable = audit_key.read_checkpoints(checkpoint_file)
-    _url, engine = _engine()
     session = make_session_factory(engine)()
     try:
         result = audit_service.verify(session, key=key, checkpoints=checkpoints)
@@ -283,6 +291,18 @@ def audit_verify() -> None:
         if len(problems) > SHOWN_PROBLEMS:
             click.echo(f"  … and {len(problems) - SHOWN_PROBLEMS} more")
         sys.exit(1)
+    if checkpoints:
+        # Intact, so the chain holds the last checkpoint's event, and its ids run from 1 without a gap.
+        _line, last = checkpoints[-1]
+        if result.events == last.event_id:
+            click.echo(
+                f"the chain's head, audit event {result.events}, matches the last checkpoint ({last.at})"
+            )
+        else:
+            click.echo(
+                f"the chain extends the last checkpoint (audit event {last.event_id}, {last.at}) "
+                f"by {result.events - last.event_id} events"
+            )
     click.echo(f"audit trail intact: {result.events} events")
 
 
