@@ -86,11 +86,12 @@ def main() -> None:
     """Entry point: database trouble is reported in one line, not as a stack trace."""
     from mfg import capabilities
     from mfg.audit.key import AuditKeyMissing
+    from mfg.backup import BackupError
 
     capabilities.install()
     try:
         cli()
-    except AuditKeyMissing as exc:
+    except (AuditKeyMissing, BackupError) as exc:
         _fail(str(exc))
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
@@ -339,3 +340,50 @@ def audit_checkpoint() -> None:
         session.close()
     audit_key.append_checkpoint(checkpoint_file, checkpoint)
     click.echo(f"checkpoint: audit event {checkpoint.event_id} at {checkpoint.at} -> {checkpoint_file}")
+
+
+@cli.command(
+    "backup",
+    help="Back up the database to FILE, a new file (mode 0600): SQLite online backup, or pg_dump custom "
+    "format for PostgreSQL. Prints the file's SHA-256 and the audit chain head it holds. The audit key and "
+    "the checkpoint file are not in it: back them up separately.",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The new file.")
+def backup_command(out: Path) -> None:
+    from mfg import backup
+
+    report = backup.backup(mfg_config.database_url(), out)
+    click.echo(f"backup written: {out} ({report.kind}, {report.size} bytes, mode 0600)")
+    click.echo(f"sha256 {report.sha256}")
+    if report.head is None:
+        click.echo("chain head: none (the audit trail is empty)")
+    else:
+        click.echo(f"chain head: audit event {report.head.event_id} hash {report.head.hash}")
+
+
+@cli.command(
+    "restore",
+    help="Restore FILE (made by `mfg backup`) into an empty database (MFG_ADMIN_DATABASE_URL if set, else "
+    "MFG_DATABASE_URL), upgrade it to the latest migration, and verify it as `mfg audit verify` does, "
+    "against the audit key and the checkpoint file: exit 1 if its chain does not hold.",
+)
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def restore_command(file: Path) -> None:
+    from alembic.util import CommandError
+
+    from mfg import backup
+    from mfg.audit import key as audit_key
+
+    # Before anything is written: a restore that cannot be verified is not worth starting.
+    key = audit_key.load_key(audit_key.key_path())
+    url = mfg_config.owner_database_url()
+    digest = backup.restore(file, url)
+    engine = make_engine(url)
+    click.echo(f"restored {file} (sha256 {digest}) into {engine.url.render_as_string(hide_password=True)}")
+    if not database_is_current(engine, url):
+        try:
+            upgrade_database(url)
+        except CommandError as exc:
+            _fail(f"cannot upgrade the restored database to this release's migrations: {exc}")
+        click.echo("upgraded to the latest migration (the backup was made by an earlier release)")
+    report_verification(engine, key)
