@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -68,13 +69,7 @@ def prepare(url: str, *, notes_to_stderr: bool = False) -> None:
         _fail("MFG_ADMIN_DATABASE_URL and MFG_DATABASE_URL name different databases")
     upgrade_database(owner_url)
     engine = make_engine(owner_url)
-    app_role, owner_role = db_roles.role_of(url), db_roles.role_of(owner_url)
-    if engine.dialect.name == "postgresql" and app_role and app_role != owner_role:
-        try:
-            db_roles.grant_application_role(engine, app_role)
-        except LookupError as exc:
-            _fail(str(exc))
-        note(f"database role {app_role}: rows only (no DDL; the audit trail: SELECT and INSERT)")
+    _grant_application_role(url, owner_url, engine, note)
     path = audit_key.key_path()
     if audit_key.create_key_file(path):
         note(f"audit key created at {path} (mode 0600): back it up, away from the database backups")
@@ -86,6 +81,21 @@ def prepare(url: str, *, notes_to_stderr: bool = False) -> None:
         note(f"audit trail keyed from here on; {covered} earlier events rest on its SHA-256 chain")
     for draft in drafts:
         note(f"master batch record {draft} registered as a draft: QA approves it before use")
+
+
+def _grant_application_role(app_url: str, owner_url: str, owner: Engine, note: Callable[[str], None]) -> None:
+    """Where the application connects as another role than the owner (PostgreSQL in production), grant it
+    rows only: after every migration (new tables) and every restore (the archive carries no grants)."""
+    from mfg import db_roles
+
+    app_role, owner_role = db_roles.role_of(app_url), db_roles.role_of(owner_url)
+    if owner.dialect.name != "postgresql" or not app_role or app_role == owner_role:
+        return
+    try:
+        db_roles.grant_application_role(owner, app_role)
+    except LookupError as exc:
+        _fail(str(exc))
+    note(f"database role {app_role}: rows only (no DDL; the audit trail: SELECT and INSERT)")
 
 
 def _engine() -> tuple[str, Engine]:
@@ -107,11 +117,12 @@ def main() -> None:
     """Entry point: database trouble is reported in one line, not as a stack trace."""
     from mfg import capabilities
     from mfg.audit.key import AuditKeyMissing
+    from mfg.backup import BackupError
 
     capabilities.install()
     try:
         cli()
-    except AuditKeyMissing as exc:
+    except (AuditKeyMissing, BackupError) as exc:
         _fail(str(exc))
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
@@ -290,12 +301,20 @@ def audit_verify() -> None:
     """Recompute the hash chain and every event's HMAC, hold the chain against every checkpoint, and compare
     every audited row with its trail. Reports every problem; exit 1 if there is any."""
     from mfg.audit import key as audit_key
-    from mfg.audit import service as audit_service
 
     key = audit_key.load_key(audit_key.key_path())
+    _url, engine = _engine()
+    report_verification(engine, key)
+
+
+def report_verification(engine: Engine, key: bytes) -> None:
+    """What `audit verify` (and `restore`, of what it restored) prints: the checkpoints held against, every
+    problem and exit 1, or where the head stands against the last checkpoint and the event count."""
+    from mfg.audit import key as audit_key
+    from mfg.audit import service as audit_service
+
     checkpoint_file = audit_key.checkpoint_path()
     checkpoints, unreadable = audit_key.read_checkpoints(checkpoint_file)
-    _url, engine = _engine()
     session = make_session_factory(engine)()
     try:
         result = audit_service.verify(session, key=key, checkpoints=checkpoints)
@@ -318,6 +337,18 @@ def audit_verify() -> None:
         if len(problems) > SHOWN_PROBLEMS:
             click.echo(f"  … and {len(problems) - SHOWN_PROBLEMS} more")
         sys.exit(1)
+    if checkpoints:
+        # Intact, so the chain holds the last checkpoint's event, and its ids run from 1 without a gap.
+        _line, last = checkpoints[-1]
+        if result.events == last.event_id:
+            click.echo(
+                f"the chain's head, audit event {result.events}, matches the last checkpoint ({last.at})"
+            )
+        else:
+            click.echo(
+                f"the chain extends the last checkpoint (audit event {last.event_id}, {last.at}) "
+                f"by {result.events - last.event_id} events"
+            )
     click.echo(f"audit trail intact: {result.events} events")
 
 
@@ -354,3 +385,51 @@ def audit_checkpoint() -> None:
         session.close()
     audit_key.append_checkpoint(checkpoint_file, checkpoint)
     click.echo(f"checkpoint: audit event {checkpoint.event_id} at {checkpoint.at} -> {checkpoint_file}")
+
+
+@cli.command(
+    "backup",
+    help="Back up the database to FILE, a new file (mode 0600): SQLite online backup, or pg_dump custom "
+    "format for PostgreSQL. Prints the file's SHA-256 and the audit chain head it holds. The audit key and "
+    "the checkpoint file are not in it: back them up separately.",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The new file.")
+def backup_command(out: Path) -> None:
+    from mfg import backup
+
+    report = backup.backup(mfg_config.database_url(), out)
+    click.echo(f"backup written: {out} ({report.kind}, {report.size} bytes, mode 0600)")
+    click.echo(f"sha256 {report.sha256}")
+    if report.head is None:
+        click.echo("chain head: none (the audit trail is empty)")
+    else:
+        click.echo(f"chain head: audit event {report.head.event_id} hash {report.head.hash}")
+
+
+@cli.command(
+    "restore",
+    help="Restore FILE (made by `mfg backup`) into an empty database (MFG_ADMIN_DATABASE_URL if set, else "
+    "MFG_DATABASE_URL), upgrade it to the latest migration, and verify it as `mfg audit verify` does, "
+    "against the audit key and the checkpoint file: exit 1 if its chain does not hold.",
+)
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def restore_command(file: Path) -> None:
+    from alembic.util import CommandError
+
+    from mfg import backup
+    from mfg.audit import key as audit_key
+
+    # Before anything is written: a restore that cannot be verified is not worth starting.
+    key = audit_key.load_key(audit_key.key_path())
+    url = mfg_config.owner_database_url()
+    digest = backup.restore(file, url)
+    engine = make_engine(url)
+    click.echo(f"restored {file} (sha256 {digest}) into {engine.url.render_as_string(hide_password=True)}")
+    if not database_is_current(engine, url):
+        try:
+            upgrade_database(url)
+        except CommandError as exc:
+            _fail(f"cannot upgrade the restored database to this release's migrations: {exc}")
+        click.echo("upgraded to the latest migration (the backup was made by an earlier release)")
+    _grant_application_role(mfg_config.database_url(), url, engine, click.echo)
+    report_verification(engine, key)

@@ -1,8 +1,8 @@
 """Configuration from the environment, with embedded defaults so a new user needs no server.
 
 MFG_DATABASE_URL      SQLAlchemy URL (default: SQLite file in the instance folder)
-MFG_ADMIN_DATABASE_URL  the schema owner's URL, for `mfg init` and migrations (PostgreSQL in production:
-                      the application's own role then has no DDL rights; default: MFG_DATABASE_URL)
+MFG_ADMIN_DATABASE_URL  the schema owner's URL, for `mfg init`, migrations and `mfg restore` (PostgreSQL
+                      in production: the application's role then has no DDL rights; default: MFG_DATABASE_URL)
 MFG_SECRET_KEY        session signing key (default: generated once into the instance folder)
 MFG_INSTANCE_PATH     where the SQLite file and generated key live (default: ./instance)
 MFG_IDLE_TIMEOUT_MINUTES   idle session timeout at shared terminals (default 15)

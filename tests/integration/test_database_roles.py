@@ -170,3 +170,43 @@ def test_grants_give_the_trail_select_and_insert_only() -> None:
     assert 'GRANT SELECT ON TABLE "public"."alembic_version" TO "app"' in statements
     assert not any("DELETE" in s or "TRUNCATE" in s or "ALL PRIVILEGES" in s for s in statements)
     assert db_roles.quoted('x"; DROP TABLE y; --') == '"x""; DROP TABLE y; --"'
+
+
+def test_a_restore_grants_the_application_role_rows_only(
+    postgres: DatabaseServer, two_roles: tuple[str, str], tmp_path: Path
+) -> None:
+    """The archive carries no grants: restore, as the owner, grants the application's role again."""
+    owner_url, app_url = two_roles
+    assert (
+        run_cli(
+            app_url,
+            "demo",
+            "--out",
+            str(tmp_path / "labels"),
+            tmp_path=tmp_path,
+            env={"MFG_ADMIN_DATABASE_URL": owner_url},
+        ).returncode
+        == 0
+    )
+    archive = tmp_path / "mfg.pgdump"
+    made = run_cli(app_url, "backup", "--out", str(archive), tmp_path=tmp_path)
+    assert made.returncode == 0, made.stdout + made.stderr
+    owner_role = make_url(owner_url).username
+    empty = _as_role(postgres.new_database(migrated=False), str(owner_role))
+    assert postgres.admin is not None
+    with postgres.admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{make_url(empty).database}" OWNER TO "{owner_role}"'))
+    restored_app_url = _as_role(empty, str(make_url(app_url).username))
+    done = run_cli(
+        restored_app_url, "restore", str(archive), tmp_path=tmp_path, env={"MFG_ADMIN_DATABASE_URL": empty}
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rows only" in done.stdout
+    checked = run_cli(restored_app_url, "audit", "verify", tmp_path=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    app = make_engine(restored_app_url)
+    try:
+        assert db_roles.excess_rights(app) == []
+        assert _refused(app, ATTACKS["disable the triggers"])
+    finally:
+        app.dispose()
