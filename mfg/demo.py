@@ -102,8 +102,9 @@ def seed_demo(session: Session, actor: str) -> list[tuple[str, str]]:
         study_service.enroll_subject(session, coordinator, study, form, DEMO_PASSWORD)
     if session.scalar(select(Workstation.id)) is None:
         qa = session.scalar(select(User).where(User.username == "qa"))
-        assert qa is not None
-        set_up_bench(session, qa, DEMO_PASSWORD, actor)
+        supervisor = session.scalar(select(User).where(User.username == "super"))
+        assert qa is not None and supervisor is not None
+        set_up_bench(session, qa, DEMO_PASSWORD, actor, supervisor)
     subject = session.scalar(select(Subject).where(Subject.study_subject_id == "ALS-001"))
     if subject is not None and session.scalar(select(Batch.id).where(Batch.subject_id == subject.id)) is None:
         _demo_batch(session, subject, study)
@@ -147,8 +148,12 @@ class Bench:
     cabinet2: Workstation
 
 
-def set_up_bench(session: Session, qa: User, password: str, actor: str = "test-setup") -> Bench:
-    """Register and approve the MBR, lots (two deliberately unusable), equipment and two cabinets."""
+def set_up_bench(
+    session: Session, qa: User, password: str, actor: str = "test-setup", supervisor: User | None = None
+) -> Bench:
+    """Register and approve the MBR, lots (two deliberately unusable), equipment with its calibration records
+    (signed by ``supervisor``, by default the first supervisor on record; CEN-OLD's is past due) and two
+    cabinets."""
     mbr = versions.register_mbr(session, actor, packaged_mbr_text())
     if mbr.status == "draft":
         versions.approve_mbr(session, qa, password, mbr)
@@ -195,6 +200,10 @@ def set_up_bench(session: Session, qa: User, password: str, actor: str = "test-s
         expiry_date=far,
         status="quarantined",
     )
+    supervisor = supervisor or session.scalar(
+        select(User).where(User.role == "supervisor", User.active).order_by(User.id).limit(1)
+    )
+    assert supervisor is not None, "a supervisor signs the equipment's calibrations"
     equipment = {}
     for tag, kind in [
         ("BSC-01", "biosafety cabinet"),
@@ -205,19 +214,37 @@ def set_up_bench(session: Session, qa: User, password: str, actor: str = "test-s
         ("WB-01", "water bath"),
     ]:
         equipment[tag] = materials_service.register_equipment(
-            session, actor, asset_tag=tag, equipment_type=kind, description=kind, calibration_due=far
+            session, actor, asset_tag=tag, equipment_type=kind, description=kind
         )
+        _calibrate(session, supervisor, password, equipment[tag], clock.today() - timedelta(days=30), far)
+    # calibrated a year ago, due three days ago: the terminal refuses it
     equipment["CEN-OLD"] = materials_service.register_equipment(
+        session, actor, asset_tag="CEN-OLD", equipment_type="centrifuge", description="old centrifuge"
+    )
+    _calibrate(
         session,
-        actor,
-        asset_tag="CEN-OLD",
-        equipment_type="centrifuge",
-        description="old centrifuge",
-        calibration_due=clock.today() - timedelta(days=3),
+        supervisor,
+        password,
+        equipment["CEN-OLD"],
+        clock.today() - timedelta(days=368),
+        clock.today() - timedelta(days=3),
     )
     cabinet = workstations.register_workstation(session, actor, "BSC-01", "Cabinet 1")
     cabinet2 = workstations.register_workstation(session, actor, "BSC-02", "Cabinet 2")
     return Bench(mbr=mbr, lots=lots, equipment=equipment, cabinet=cabinet, cabinet2=cabinet2)
+
+
+def _calibrate(
+    session: Session, supervisor: User, password: str, item: Equipment, calibrated_on: date, next_due: date
+) -> None:
+    certificate = f"CAL-DEMO-{item.asset_tag}-{calibrated_on:%Y%m%d}"
+    materials_service.record_calibration(
+        session,
+        supervisor,
+        password,
+        item,
+        materials_service.CalibrationEntry(calibrated_on, next_due, certificate, "pass"),
+    )
 
 
 def local(dt: datetime) -> str:

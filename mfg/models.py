@@ -5,7 +5,7 @@ from mfg.custody.models import Container, ContainerParent, DinSequence, LabelPri
 from mfg.db import Base
 from mfg.dosing.models import DoseOrder, FinalProduct
 from mfg.identity.models import Signature, User
-from mfg.materials.models import Equipment, EquipmentUse, MaterialUse, ReagentLot
+from mfg.materials.models import Equipment, EquipmentCalibration, EquipmentUse, MaterialUse, ReagentLot
 from mfg.process.models import (
     Batch,
     Deviation,
@@ -27,6 +27,7 @@ __all__ = [
     "DinSequence",
     "DoseOrder",
     "Equipment",
+    "EquipmentCalibration",
     "EquipmentUse",
     "FieldValue",
     "FinalProduct",

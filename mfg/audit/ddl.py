@@ -15,25 +15,26 @@ $$
 """
 
 
-def append_only(dialect: str, table: str) -> list[str]:
-    """Refuse UPDATE, DELETE (and TRUNCATE on PostgreSQL) on ``table``."""
+def append_only(dialect: str, table: str, why: str = "the audit trail is append-only") -> list[str]:
+    """Refuse UPDATE, DELETE (and TRUNCATE on PostgreSQL) on ``table``; the database's message ends in ``why``
+    (no quote characters)."""
     if dialect == "sqlite":
         return [
             f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "
-            f"BEGIN SELECT RAISE(ABORT, 'UPDATE on {table} is not allowed: the audit trail is append-only'); "
+            f"BEGIN SELECT RAISE(ABORT, 'UPDATE on {table} is not allowed: {why}'); "
             "END",
             f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
-            f"BEGIN SELECT RAISE(ABORT, 'DELETE on {table} is not allowed: the audit trail is append-only'); "
+            f"BEGIN SELECT RAISE(ABORT, 'DELETE on {table} is not allowed: {why}'); "
             "END",
         ]
     if dialect == "postgresql":
         return [
             PG_FUNCTION,
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION mfg_refuse_change('the audit trail is append-only')",
+            f"FOR EACH ROW EXECUTE FUNCTION mfg_refuse_change('{why}')",
             # Row triggers do not fire on TRUNCATE.
             f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-            f"FOR EACH STATEMENT EXECUTE FUNCTION mfg_refuse_change('the audit trail is append-only')",
+            f"FOR EACH STATEMENT EXECUTE FUNCTION mfg_refuse_change('{why}')",
         ]
     raise NotImplementedError(f"no append-only triggers for {dialect}")
 
@@ -57,7 +58,12 @@ def never_deleted(dialect: str, table: str) -> list[str]:
     raise NotImplementedError(f"no delete triggers for {dialect}")
 
 
-def refuse_replace(dialect: str, table: str, unique_columns: tuple[str, ...] = ("id",)) -> list[str]:
+def refuse_replace(
+    dialect: str,
+    table: str,
+    unique_columns: tuple[str, ...] = ("id",),
+    why: str = "the audit trail is append-only",
+) -> list[str]:
     """SQLite's ``REPLACE INTO`` / ``INSERT OR REPLACE`` deletes the row it conflicts with without firing
     DELETE triggers (unless the connection turned on ``recursive_triggers``, which a sqlite3 shell does not).
     A BEFORE INSERT trigger runs before that conflict is resolved: it refuses an insert that would replace.
@@ -68,7 +74,7 @@ def refuse_replace(dialect: str, table: str, unique_columns: tuple[str, ...] = (
     return [
         f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} "
         f"WHEN EXISTS (SELECT 1 FROM {table} WHERE {clash}) "
-        f"BEGIN SELECT RAISE(ABORT, 'REPLACE on {table} is not allowed: the audit trail is append-only'); "
+        f"BEGIN SELECT RAISE(ABORT, 'REPLACE on {table} is not allowed: {why}'); "
         "END",
     ]
 

@@ -55,7 +55,7 @@ MEANINGS: tuple[str, ...] = (
 
 
 def require_gmp_actor(role: str) -> None:
-    """Administrators manage accounts and registers; they never perform or sign GMP actions."""
+    """Administrators manage accounts, sites and workstations; they never perform or sign GMP actions."""
     if role not in GMP_ROLES:
         raise PermissionRefused(f"the {ROLE_TITLES.get(role, role)} role cannot perform GMP actions")
 

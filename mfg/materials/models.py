@@ -1,15 +1,17 @@
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import CheckConstraint, Date, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mfg.audit.models import Audited
-from mfg.db import Base
+from mfg.db import Base, UTCDateTime
 
 LOT_STATUSES = ("quarantined", "released", "rejected")
 EQUIPMENT_STATUSES = ("in_service", "out_of_service")
+CALIBRATION_RESULTS = ("pass", "fail")
+CERTIFICATE_REF_MAX = 80
 
 
 class ReagentLot(Audited, Base):
@@ -31,7 +33,10 @@ class ReagentLot(Audited, Base):
 
 
 class Equipment(Audited, Base):
-    """A piece of equipment by asset tag; used only in service and within calibration."""
+    """A piece of equipment by asset tag; used only in service and within calibration.
+
+    ``calibration_due`` is the next due date of the latest passing calibration record (None: never
+    calibrated); only ``record_calibration`` changes it."""
 
     __tablename__ = "equipment"
     __table_args__ = (CheckConstraint("status IN ('in_service', 'out_of_service')", name="status_known"),)
@@ -40,8 +45,33 @@ class Equipment(Audited, Base):
     asset_tag: Mapped[str] = mapped_column(String(40), nullable=False, unique=True)
     equipment_type: Mapped[str] = mapped_column(String(60), nullable=False)
     description: Mapped[str] = mapped_column(String(200), nullable=False)
-    calibration_due: Mapped[date] = mapped_column(Date, nullable=False)
+    calibration_due: Mapped[date | None] = mapped_column(Date)
     status: Mapped[str] = mapped_column(String(20), nullable=False)
+
+
+class EquipmentCalibration(Audited, Base):
+    """One calibration of a piece of equipment, as its certificate reports it, signed "approved" by the
+    supervisor who recorded it. Append-only (the database refuses UPDATE and DELETE): a wrong record is
+    followed by a new one, never changed."""
+
+    __tablename__ = "equipment_calibration"
+    __table_args__ = (
+        CheckConstraint("result IN ('pass', 'fail')", name="result_known"),
+        # a pass is good until its next due date; a failed calibration makes the item good for nothing
+        CheckConstraint(
+            "(result = 'pass' AND next_due > calibrated_on) OR (result = 'fail' AND next_due IS NULL)",
+            name="next_due_follows_result",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    equipment_id: Mapped[int] = mapped_column(ForeignKey("equipment.id"), nullable=False, index=True)
+    calibrated_on: Mapped[date] = mapped_column(Date, nullable=False)
+    next_due: Mapped[date | None] = mapped_column(Date)
+    certificate_ref: Mapped[str] = mapped_column(String(CERTIFICATE_REF_MAX), nullable=False)
+    result: Mapped[str] = mapped_column(String(10), nullable=False)
+    recorded_by_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), nullable=False)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
 class MaterialUse(Audited, Base):

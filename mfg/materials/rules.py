@@ -27,14 +27,56 @@ def equipment_problem(
     asset_tag: str,
     equipment_type: str,
     status: str,
-    calibration_due: date,
+    calibration_due: date | None,
     on: date,
     expected_type: str | None = None,
 ) -> str:
     if status != "in_service":
         return f"{asset_tag} is OUT OF SERVICE"
+    if calibration_due is None:
+        return f"{asset_tag} has no calibration on record: do not use it"
     if calibration_due < on:
         return f"{asset_tag} is past its calibration date ({calibration_due.isoformat()}): do not use it"
     if expected_type and expected_type.casefold() != equipment_type.casefold():
         return f"{asset_tag} is a {equipment_type}, but this field needs a {expected_type}"
+    return ""
+
+
+def calibration_problem(
+    *,
+    asset_tag: str,
+    calibration_due: date | None,
+    latest_result: str | None,
+    latest_certificate: str = "",
+    latest_on: date | None = None,
+    on: date,
+) -> str:
+    """Empty when the item's calibration is current on ``on`` (its latest calibration passed and is not yet
+    due), else why it may not go (back) into service."""
+    if latest_result is None:
+        return f"{asset_tag} has no calibration on record: record one first"
+    if latest_result != "pass":
+        when = latest_on.isoformat() if latest_on else "?"
+        return (
+            f"{asset_tag} failed its latest calibration ({latest_certificate}, {when}): "
+            "record a passing calibration first"
+        )
+    if calibration_due is None or calibration_due < on:
+        due = calibration_due.isoformat() if calibration_due else "?"
+        return f"{asset_tag} is past its calibration date ({due}): record a new calibration first"
+    return ""
+
+
+def calibration_entry_problem(*, result: str, calibrated_on: date, next_due: date | None, on: date) -> str:
+    """Empty when a calibration as typed can be recorded on ``on``, else what is wrong with it."""
+    if result not in ("pass", "fail"):
+        return f"calibration result must be pass or fail, not {result!r}"
+    if calibrated_on > on:
+        return f"calibration date {calibrated_on.isoformat()} is in the future"
+    if result == "fail":
+        return "" if next_due is None else "a failed calibration has no next due date: leave it empty"
+    if next_due is None:
+        return "the next due date is required for a passing calibration"
+    if next_due <= calibrated_on:
+        return f"next due date {next_due.isoformat()} must come after the calibration date"
     return ""

@@ -67,9 +67,9 @@ def init_web(app: Flask) -> None:
         target = request.full_path.rstrip("?") if request.method == "GET" else None
         return redirect(url_for("auth.login", next=target))
 
-    from mfg.web import admin, api, auth, bench, clinic, home, qa
+    from mfg.web import admin, api, auth, bench, clinic, home, materials, qa
 
-    for blueprint in (auth.bp, home.bp, clinic.bp, bench.bp, qa.bp, admin.bp, api.bp):
+    for blueprint in (auth.bp, home.bp, clinic.bp, bench.bp, qa.bp, materials.bp, admin.bp, api.bp):
         app.register_blueprint(blueprint)
     security.declare(app.view_functions["static"], public=True)
 

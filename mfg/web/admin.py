@@ -1,4 +1,5 @@
-"""Administration: accounts and the audit trail. Administrators never perform GMP actions."""
+"""Administration: accounts, sites, workstations and the audit trail. Administrators never perform GMP actions
+(reagent lots, equipment and its calibration are the materials station's)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,11 @@ from mfg.errors import Refusal
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.identity.rules import ROLES
-from mfg.materials import service as materials_service
-from mfg.materials.models import Equipment, ReagentLot
-from mfg.process import workstations
+from mfg.process import workstations as workstation_service
 from mfg.process.models import Workstation
 from mfg.study.models import Site
 from mfg.web import forms, security
-from mfg.web.transaction import commit_point, db, get_record, rerender
+from mfg.web.transaction import commit_point, db, rerender
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -108,87 +107,34 @@ def audit_trail() -> Any:
     return render_template("admin/audit.html", events=events, page_size=AUDIT_PAGE)
 
 
-# --- registers: reagent lots, equipment, workstations ---------------------------------------------------
+# --- workstations (biosafety cabinets) ------------------------------------------------------------------
+# Reagent lots, equipment and calibrations are GMP records: the materials station (supervisor, QA, QC).
 
 
-def _registers_page(*, error: str = "", status: int = 200) -> Any:
-    session_ = db()
+def _workstations_page(*, error: str = "", status: int = 200) -> Any:
     return render_template(
-        "admin/registers.html",
+        "admin/workstations.html",
         error=error,
         values=request.form if request.method == "POST" else {},
-        lots=session_.scalars(select(ReagentLot).order_by(ReagentLot.name)).all(),
-        equipment=session_.scalars(select(Equipment).order_by(Equipment.asset_tag)).all(),
-        workstations=session_.scalars(select(Workstation).order_by(Workstation.code)).all(),
+        workstations=db().scalars(select(Workstation).order_by(Workstation.code)).all(),
     ), status
 
 
-@bp.route("/registers")
+@bp.route("/workstations")
 @security.roles_required("admin")
-def registers() -> Any:
-    return _registers_page()
-
-
-@bp.route("/lots", methods=["POST"])
-@security.roles_required("admin")
-@commit_point(on_refusal=rerender(_registers_page))
-def add_lot() -> Any:
-    lot = materials_service.register_lot(
-        db(),
-        current_user.username,
-        scan_code=forms.text("scan_code", "Label code", max_length=40),
-        name=forms.text("name", "Name", max_length=200),
-        catalogue_number=forms.text("catalogue_number", "Catalogue number", max_length=60),
-        lot_number=forms.text("lot_number", "Lot number", max_length=60),
-        expiry_date=forms.iso_date("expiry_date", "Expiry date"),
-    )
-    flash(f"Lot {lot.lot_number} of {lot.name} received into QUARANTINE: QA releases it.", "ok")
-    return redirect(url_for("admin.registers"))
-
-
-@bp.route("/equipment", methods=["POST"])
-@security.roles_required("admin")
-@commit_point(on_refusal=rerender(_registers_page))
-def add_equipment() -> Any:
-    item = materials_service.register_equipment(
-        db(),
-        current_user.username,
-        asset_tag=forms.text("asset_tag", "Asset tag", max_length=40),
-        equipment_type=forms.text("equipment_type", "Type", max_length=60),
-        description=forms.text("description", "Description", required=False, max_length=200),
-        calibration_due=forms.iso_date("calibration_due", "Calibration due"),
-    )
-    flash(f"{item.asset_tag} registered.", "ok")
-    return redirect(url_for("admin.registers"))
-
-
-@bp.route(f"/equipment/<int(max={forms.LARGEST_ID}):equipment_id>", methods=["POST"])
-@security.roles_required("admin")
-@commit_point(on_refusal=rerender(_registers_page))
-def update_equipment(equipment_id: int) -> Any:
-    item = get_record(Equipment, equipment_id, "equipment")
-    due = request.form.get("calibration_due", "").strip()
-    materials_service.set_equipment(
-        db(),
-        current_user.username,
-        item,
-        forms.text("reason", "Reason"),
-        status=request.form.get("status") or None,
-        calibration_due=forms.iso_date("calibration_due", "Calibration due") if due else None,
-    )
-    flash(f"{item.asset_tag} updated.", "ok")
-    return redirect(url_for("admin.registers"))
+def workstations() -> Any:
+    return _workstations_page()
 
 
 @bp.route("/workstations", methods=["POST"])
 @security.roles_required("admin")
-@commit_point(on_refusal=rerender(_registers_page))
+@commit_point(on_refusal=rerender(_workstations_page))
 def add_workstation() -> Any:
-    workstations.register_workstation(
+    workstation_service.register_workstation(
         db(),
         current_user.username,
         forms.text("code", "Code", max_length=40),
         forms.text("name", "Name", max_length=120),
     )
     flash("Workstation registered.", "ok")
-    return redirect(url_for("admin.registers"))
+    return redirect(url_for("admin.workstations"))

@@ -1,16 +1,14 @@
-"""QA station: approve master batch records, release or reject reagent lots, review deviations."""
+"""QA station: approve master batch records, review deviations. Reagent lots are released or rejected at the
+materials station."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import current_user
 from sqlalchemy import select
 
 from mfg.identity import service as identity_service
-from mfg.materials import service as materials_service
-from mfg.materials.models import ReagentLot
 from mfg.process import versions
 from mfg.process.models import Deviation, MbrVersion
 from mfg.web import forms, security
@@ -24,7 +22,6 @@ def _page(*, error: str = "", status: int = 200) -> Any:
     session_ = db()
     versions = session_.scalars(select(MbrVersion).order_by(MbrVersion.code, MbrVersion.version)).all()
     signatures = {v.id: identity_service.signatures_for(session_, v) for v in versions}
-    lots = session_.scalars(select(ReagentLot).order_by(ReagentLot.status, ReagentLot.name)).all()
     deviations = session_.scalars(
         select(Deviation).where(Deviation.status != "closed").order_by(Deviation.id)
     ).all()
@@ -32,7 +29,6 @@ def _page(*, error: str = "", status: int = 200) -> Any:
         "qa/index.html",
         versions=versions,
         signatures=signatures,
-        lots=lots,
         deviations=deviations,
         error=error,
     ), status
@@ -51,16 +47,4 @@ def approve_mbr(version_id: int) -> Any:
     version = get_record(MbrVersion, version_id, "MBR version")
     versions.approve_mbr(db(), signed_in_user(), request.form.get("password", ""), version)
     flash(f"{version.code} v{version.version} approved for use.", "ok")
-    return redirect(url_for("qa.index"))
-
-
-@bp.route(f"/lots/{ID % 'lot_id'}/status", methods=["POST"])
-@security.roles_required("qa")
-@commit_point(on_refusal=rerender(_page))
-def lot_status(lot_id: int) -> Any:
-    lot = get_record(ReagentLot, lot_id, "reagent lot")
-    materials_service.set_lot_status(
-        db(), current_user.username, lot, forms.text("status", "Status"), forms.text("reason", "Reason")
-    )
-    flash(f"Lot {lot.lot_number} of {lot.name} is now {lot.status}.", "ok")
     return redirect(url_for("qa.index"))

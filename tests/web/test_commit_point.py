@@ -217,11 +217,13 @@ def test_a_record_the_url_names_and_that_does_not_exist_gives_the_error_page(
     client = app.test_client()
     login(client, "qa")
     refused_before = len(refusals(session_factory))
-    response = client.post("/qa/lots/99999/status", data={"status": "released", "reason": "CoA checked"})
+    response = client.post(
+        "/materials/lots/99999/status", data={"status": "released", "reason": "CoA checked"}
+    )
     assert response.status_code == 404
     page = text_of(response)
     assert "no reagent lot 99999" in page
-    assert "Master batch records" not in page and "<h1>QA" not in page  # the error page, not the QA page
+    assert "Reagent lots" not in page and "<h1>Materials" not in page  # the error page, not the lots page
     recorded = refusals(session_factory)
     assert len(recorded) == refused_before + 1
     assert recorded[-1]["refusal"] == "NotFound"

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.custody.models import Container
 from mfg.materials.models import Equipment, ReagentLot
@@ -176,6 +178,12 @@ def _hinted(name: str, known: Known) -> list[str]:
         return known.values + ["technician", "supervisor"]
     if name == "next":
         return REDIRECT_TARGETS
+    if name in ("calibrated_on", "next_due", "expiry_date"):
+        # a calibration that can be signed: done today (or long ago), due next year (or never)
+        next_year = clock.today() + timedelta(days=365)
+        return [clock.today().isoformat(), next_year.isoformat(), "0001-01-01", ""]
+    if name in ("result", "status"):
+        return ["pass", "fail", "in_service", "out_of_service", "released", "quarantined", "rejected"]
     return []
 
 

@@ -31,6 +31,7 @@ ANY_SIGNED_IN = GMP_STAFF | {"admin"}
 SUBJECT_READERS = frozenset({"coordinator", "investigator", "qa", "supervisor", "pharmacist", "nurse"})
 BATCH_READERS = frozenset({"technician", "supervisor", "qc_analyst", "coordinator", "qa"})
 STEP_SIGNERS = frozenset({"technician", "supervisor", "qc_analyst", "coordinator"})
+MATERIALS_READERS = frozenset({"supervisor", "qa", "qc_analyst"})
 
 # Who may use what, as agreed (DESIGN.md section 7): EVERY endpoint of the app, one line each ("static" aside,
 # public and outside the matrix). Pinned by hand from the views; never generated from the app, or it could not
@@ -69,26 +70,32 @@ EXPECTED_POLICY: dict[str, frozenset[str] | str] = {
     "bench.assess": frozenset({"supervisor"}),
     "bench.close": frozenset({"qa"}),
     "bench.lookback": frozenset({"qa", "supervisor"}),
-    # qa: MBR approval, reagent lot status
+    # qa: MBR approval
     "qa.index": frozenset({"qa"}),
     "qa.approve_mbr": frozenset({"qa"}),
-    "qa.lot_status": frozenset({"qa"}),
-    # admin: accounts, sites, registers, the audit trail
+    # materials (issue 8 item 6: GMP records, never the administrator's): the supervisor receives lots, keeps
+    # the equipment and signs its calibrations; QA or QC releases lots
+    "materials.index": MATERIALS_READERS,
+    "materials.add_lot": frozenset({"supervisor"}),
+    "materials.lot_status": frozenset({"qa", "qc_analyst"}),
+    "materials.add_equipment": frozenset({"supervisor"}),
+    "materials.equipment": MATERIALS_READERS,
+    "materials.record_calibration": frozenset({"supervisor"}),
+    "materials.equipment_status": frozenset({"supervisor"}),
+    # admin: accounts, sites, workstations, the audit trail
     "admin.users": frozenset({"admin"}),
     "admin.create_user": frozenset({"admin"}),
     "admin.unlock": frozenset({"admin"}),
     "admin.deactivate": frozenset({"admin"}),
     "admin.sites": frozenset({"admin"}),
-    "admin.registers": frozenset({"admin"}),
-    "admin.add_lot": frozenset({"admin"}),
-    "admin.add_equipment": frozenset({"admin"}),
-    "admin.update_equipment": frozenset({"admin"}),
+    "admin.workstations": frozenset({"admin"}),
     "admin.add_workstation": frozenset({"admin"}),
     "admin.audit_trail": frozenset({"admin", "qa"}),
 }
 NOT_IN_MATRIX = {"static"}  # the app's own files: public, declared so in mfg.web.init_web
 PUBLIC_ENDPOINTS = NOT_IN_MATRIX | {name for name, roles in EXPECTED_POLICY.items() if roles == "public"}
-# Where GMP work is done, read or signed; administrators manage accounts and registers and never act here.
+# Where GMP work is done, read or signed; administrators manage accounts, sites and workstations and never act
+# here.
 GMP_ENDPOINTS = {
     name
     for name in EXPECTED_POLICY
@@ -329,7 +336,7 @@ def test_admin_is_in_no_gmp_endpoint() -> None:
 
 
 def test_admin_appears_only_at_administration_pages() -> None:
-    """Administrators manage accounts, sites and registers; every other station is GMP work."""
+    """Administrators manage accounts, sites and workstations; every other station is GMP work."""
     for endpoint in URL_MAP_APP.view_functions:
         if "admin" in declared_roles(URL_MAP_APP, endpoint):
             assert endpoint.startswith("admin.") or endpoint == "home.index", endpoint

@@ -114,9 +114,9 @@ def test_a_reprint_reason_longer_than_its_column_is_refused_by_name(
 def test_a_scan_code_a_barcode_cannot_carry_is_refused(
     app: Flask, world: World, session_factory: sessionmaker[Session], code: str
 ) -> None:
-    admin = _client(app, "admin")
-    lot = admin.post(
-        "/admin/lots",
+    supervisor = _client(app, "supervisor")
+    lot = supervisor.post(
+        "/materials/lots",
         data={
             "scan_code": code,
             "name": "Collagenase",
@@ -126,12 +126,9 @@ def test_a_scan_code_a_barcode_cannot_carry_is_refused(
         },
     )
     assert lot.status_code == 422 and "Label code" in lot.get_data(as_text=True)
-    tag = admin.post(
-        "/admin/equipment",
-        data={"asset_tag": code, "equipment_type": "centrifuge", "calibration_due": "2030-01-01"},
-    )
+    tag = supervisor.post("/materials/equipment", data={"asset_tag": code, "equipment_type": "centrifuge"})
     assert tag.status_code == 422 and "Asset tag" in tag.get_data(as_text=True)
-    station = admin.post("/admin/workstations", data={"code": code, "name": "Cabinet 9"})
+    station = _client(app, "admin").post("/admin/workstations", data={"code": code, "name": "Cabinet 9"})
     assert station.status_code == 422 and "Workstation code" in station.get_data(as_text=True)
     with session_factory() as s:
         for model in (ReagentLot, Equipment, Workstation):
@@ -143,9 +140,9 @@ def test_nan_is_a_scan_code_like_any_other(
     app: Flask, world: World, session_factory: sessionmaker[Session]
 ) -> None:
     """A barcode may read "NaN": it is a string, never parsed as a number."""
-    admin = _client(app, "admin")
-    lot = admin.post(
-        "/admin/lots",
+    supervisor = _client(app, "supervisor")
+    lot = supervisor.post(
+        "/materials/lots",
         data={
             "scan_code": "NaN",
             "name": "Collagenase",
