@@ -5,8 +5,8 @@ A calibration is now a row of its own (certificate reference, result, who record
 the database; the item's due date is the next due date of its latest passing calibration, and NULL until it
 has one. Dates already on existing items stay as they are: the next calibration is recorded as a record.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-28 12:00:00
 """
 
@@ -17,8 +17,8 @@ from alembic import op
 
 from mfg.audit.ddl import append_only, drop_triggers, never_deleted, refuse_replace
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
