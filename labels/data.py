@@ -20,6 +20,7 @@ from labels.numbers import superscript_powers
 __all__ = [
     "CONTAINER_STOCK",
     "COMPOUND_UNDEFINED_SEQUENCE",
+    "PATIENT_IDENTIFIER_CAPTIONS",
     "SHIPPER_STOCK",
     "SYRINGE_STOCK",
     "ContainerLabel",
@@ -56,6 +57,15 @@ class LabelStock:
 SYRINGE_STOCK = LabelStock("syringe flag label 4 x 3 in", 101.6, 76.2, 2.0)
 SHIPPER_STOCK = LabelStock("shipper/bag label 4 x 4 in", 101.6, 101.6, 2.5)
 CONTAINER_STOCK = LabelStock("container label 2 x 1 in", 50.8, 25.4, 1.5)
+
+PATIENT_IDENTIFIER_CAPTIONS = {
+    "name": "Name",
+    "date_of_birth": "DOB",
+    "medical_record_number": "MRN",
+    "study_subject_id": "Study ID",
+}
+"""The patient identifiers a study may choose for its syringe label (and the bedside check), with the
+caption each is printed under."""
 
 
 def _required(obj: object, *fields: str) -> None:
