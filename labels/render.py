@@ -432,7 +432,7 @@ def _syringe(label: SyringeLabel, stock: LabelStock, scale: float) -> list[Place
     right.gap(0.4)
     right.banner("autologous_statement", label.autologous_statement, 8.0, 6.0)
     right.gap(0.6)
-    right.text("subject_name", label.subject_name, SANS_BOLD, 11.0, 7.0, lines=3)
+    right.text("subject_name", label.subject_name, SANS_BOLD, 11.0, 6.5, lines=3)
     dob, study_id = _identity_lines(label)
     right.text("subject_ids", f"{dob}   {study_id}", SANS, 7.5, 6.0, lines=2)
     right.gap(0.5)

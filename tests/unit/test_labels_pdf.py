@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from reportlab.pdfbase import pdfmetrics
 
@@ -41,7 +41,7 @@ from labels.data import (
     display_dose,
 )
 from labels.fonts import SANS, SANS_BOLD, UnprintableCharacter
-from labels.layout import Box, LabelError, LabelOverflow, fit_text
+from labels.layout import Box, LabelError, LabelOverflow, fit_text, text_width_mm
 from labels.render import (
     Placed,
     check_layout,
@@ -287,11 +287,54 @@ def test_forty_character_name_still_decodes_and_prints_in_full(
     assert {p.name: p.box for p in placed if p.is_symbol} == short
 
 
+WORD = st.text(PRINTABLE.filter(lambda ch: ch != " "), min_size=1, max_size=20)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.text(PRINTABLE, min_size=1, max_size=40).filter(str.strip))
+@given(name=st.lists(WORD, min_size=1, max_size=8).map(" ".join).filter(lambda name: len(name) <= 40))
+@example(name="W" * 20 + " " + "W" * 19)
 def test_any_name_up_to_40_characters_fits_the_syringe_label(name: str) -> None:
+    # Words are never split: any name fits whose words have up to 20 characters, even the widest ones;
+    # longer real surnames (Wolfeschlegelsteinhausenbergerdorff) are tested below.
     placed = layout_syringe_label(replace(SYRINGE, subject_name=name))
     assert_layout_ok(placed, SYRINGE_STOCK)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    text=st.lists(WORD, min_size=1, max_size=12).map(" ".join),
+    width=st.floats(min_value=10, max_value=80),
+    lines=st.integers(min_value=1, max_value=4),
+)
+def test_wrapping_never_breaks_a_word(text: str, width: float, lines: int) -> None:
+    try:
+        fitted = fit_text(text, SANS, width, 9.0, 5.0, max_lines=lines, field="address")
+    except LabelOverflow as exc:
+        assert str(exc).startswith("address: ")
+        return
+    assert [word for line in fitted.lines for word in line.split(" ")] == text.split(" ")
+    assert all(text_width_mm(line, SANS, fitted.size) <= width + 1e-6 for line in fitted.lines)
+
+
+def test_a_word_wider_than_the_line_shrinks_the_text_and_is_never_split(work: Path) -> None:
+    surname = "Wolfeschlegelsteinhausenbergerdorff"
+    wide = fit_text(f"Hubert {surname}", SANS_BOLD, 55, 11, 6.5, max_lines=3, field="subject_name")
+    assert wide.lines == ("Hubert", surname) and wide.size < 11
+    label = replace(SYRINGE, subject_name=f"Hubert Blaine {surname}")
+    assert_layout_ok(layout_syringe_label(label), SYRINGE_STOCK)
+    assert f"Hubert Blaine {surname}" in pdf_text(render_syringe_label(label), work / "long-word")
+    with pytest.raises(LabelOverflow, match=f"^subject_name: the word '{surname}' is wider.*never split"):
+        fit_text(f"Hubert {surname}", SANS_BOLD, 30, 11, 6.5, max_lines=3, field="subject_name")
+
+
+def test_a_long_address_wraps_between_words(work: Path) -> None:
+    address = "Building 7, Department of Laboratory Medicine and Pathology\nRochester, Minnesota 55905-0001"
+    name = "Mayo Clinic Florida Cell Therapy Investigational Pharmacy, Jacksonville"
+    label = replace(SYRINGE, facility_name=name, facility_address=address)
+    assert_layout_ok(layout_syringe_label(label), SYRINGE_STOCK)
+    text = pdf_text(render_syringe_label(label), work / "long-address")
+    for words in [name, *address.splitlines()]:
+        assert words in text, words
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
