@@ -25,6 +25,7 @@ from labels.numbers import superscript_powers
 __all__ = [
     "CONTAINER_STOCK",
     "COMPOUND_UNDEFINED_SEQUENCE",
+    "CRYOVIAL_STOCK",
     "PATIENT_IDENTIFIER_CAPTIONS",
     "SHIPPER_STOCK",
     "SYRINGE_STOCK",
@@ -64,6 +65,9 @@ class LabelStock:
 SYRINGE_STOCK = LabelStock("syringe flag label 4 x 3 in", 101.6, 76.2, 2.0)
 SHIPPER_STOCK = LabelStock("shipper/bag label 4 x 4 in", 101.6, 101.6, 2.5)
 CONTAINER_STOCK = LabelStock("container label 2 x 1 in", 50.8, 25.4, 1.5)
+# Cryogenic stock: a bank vial also carries the intermediate product's code (a second Code 128), which
+# does not fit under the container barcode on 2 x 1 in.
+CRYOVIAL_STOCK = LabelStock("cryovial label 2 x 1.5 in", 50.8, 38.1, 1.5)
 
 PATIENT_IDENTIFIER_CAPTIONS = {
     "name": "Name",
@@ -128,6 +132,9 @@ class ContainerLabel:
     study_subject_id: str
     contents: str
     label_date: date
+    product_code: str | None = None
+    """ISBT 128 product code (003) of the product the container holds, printed as a second Code 128:
+    a bank cryovial carries the intermediate product's code."""
 
     def __post_init__(self) -> None:
         _required(self, "container_id", "subject_name", "study_subject_id", "contents")
@@ -138,6 +145,10 @@ class ContainerLabel:
             )
         if self.din_code is not None:
             _structure(self, "din_code", isbt128.Din)
+        if self.product_code is not None:
+            if self.din_code is None:
+                raise LabelError("ContainerLabel.product_code needs the DIN it belongs to")
+            _structure(self, "product_code", isbt128.ProductCode)
 
     @property
     def din(self) -> isbt128.Din | None:

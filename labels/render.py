@@ -1,4 +1,4 @@
-"""Label layouts and PDF rendering: container (2 x 1 in), syringe (4 x 3 in flag) and shipper (4 x 4 in).
+"""Label layouts and PDFs: container 2 x 1 in, cryovial 2 x 1.5 in, syringe 4 x 3 in, shipper 4 x 4 in.
 
 A layout is a list of ``Placed`` elements (name, box in mm, drawing function). The renderer only draws
 what the layout placed, and every layout is checked before it is returned: each element lies inside the
@@ -678,6 +678,16 @@ def _container(label: ContainerLabel, stock: LabelStock, scale: float) -> list[P
             lambda c: date_fit.draw(c, date_x, date_top),
         )
     )
+    if label.product_code is not None:
+        flow.gap(0.4)
+        flow.code128(
+            "product_code_barcode",
+            label.product_code,
+            text=isbt128.eye_readable(label.product_code),
+            captions=["PRODUCT CODE", "PROD CODE"],
+            font_size=6.5,
+            leaves_facility=False,
+        )
     flow.gap(0.2)
     flow.text("contents", label.contents, SANS, 6.5, 5.0, lines=2)
     return flow.items

@@ -20,7 +20,8 @@ from labels.data import PatientIdentifier, compound_message
 from labels.render import layout_shipper_label
 from mfg import clock
 from mfg.audit import service as audit_service
-from mfg.custody.models import LabelPrint
+from mfg.custody import labels as container_labels
+from mfg.custody.models import Container, LabelPrint
 from mfg.dosing import preparation, product_labels
 from mfg.dosing.models import DoseOrder, FinalProduct
 from mfg.errors import Refusal
@@ -188,6 +189,31 @@ def test_the_measured_concentration_or_for_older_products_the_dose_over_the_volu
     assert product_labels.measured_dose(older) == (5.04e7, pytest.approx(1.008e7))
     with pytest.raises(Refusal, match="count the retained sample"):
         product_labels.measured_dose(FinalProduct(id=3, final_volume_ml=5.0))
+
+
+def test_the_bank_cryovials_carry_the_intermediate_product_code(
+    session: Session, world: World, study: StudyDefinition, prepared: Batch, tmp_path: Path
+) -> None:
+    vials = session.scalars(
+        select(Container)
+        .where(Container.din == prepared.din, Container.kind == "cryovial", Container.status == "stored")
+        .order_by(Container.id)
+    ).all()
+    assert vials
+    pdf = container_labels.print_container_labels(session, world.users["technician"], vials[:1], "", study)
+    decoded, text = _decode(pdf, tmp_path, "cryovial")
+    code = f"=<{study.product.intermediate_description_code}{study.product.collection_type}00"
+    assert code == "=<S9998100" and sorted(decoded) == sorted([vials[0].scan_id, code])
+    assert "S9998 1 00" in text and "PRODUCT CODE" in text
+    assert b"/MediaBox [ 0 0 144 108 ]" in pdf  # the cryovial stock, 2 x 1.5 in
+    flask = session.scalar(
+        select(Container).where(Container.din == prepared.din, Container.kind != "cryovial")
+    )
+    assert flask is not None
+    with pytest.raises(Refusal, match="print the cryovials and the other containers separately"):
+        container_labels.print_container_labels(
+            session, world.users["technician"], [vials[1], flask], "", study
+        )
 
 
 def test_a_label_that_cannot_print_whole_is_refused_naming_the_field(

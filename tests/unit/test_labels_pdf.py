@@ -31,6 +31,7 @@ from labels.barcodes import (
 )
 from labels.data import (
     CONTAINER_STOCK,
+    CRYOVIAL_STOCK,
     SHIPPER_STOCK,
     SYRINGE_STOCK,
     ContainerLabel,
@@ -140,6 +141,8 @@ CONTAINERS = [
         ("C9H5J3K7MDE", "Harvest tube 50 mL"),
     ]
 ]
+BANK_PRODUCT = isbt128.build_product_code("S9998", "1", "00")
+CRYOVIAL = replace(CONTAINERS[1], contents="Cryopreserved aaMSC", product_code=BANK_PRODUCT.code)
 
 
 # --- tools ------------------------------------------------------------------------------------------------
@@ -486,6 +489,23 @@ def test_container_layouts_fit_with_and_without_din_and_with_a_long_name() -> No
         assert ("din_text" in {p.name for p in placed}) == (label.din_code is not None)
 
 
+def test_a_cryovial_carries_the_bank_product_code_and_it_decodes(work: Path) -> None:
+    pdf = render_container_labels([CRYOVIAL], CRYOVIAL_STOCK)
+    assert media_boxes(pdf) == [(pytest.approx(144.0), pytest.approx(108.0))]  # 2 x 1.5 in
+    (png,) = rasterise(pdf, work / "cryovial")
+    assert sorted(decode_code128(png)) == sorted([CRYOVIAL.container_id, BANK_PRODUCT.code])
+    text = pdf_text(pdf, work / "cryovial-text")
+    assert "S9998 1 00" in text and "PRODUCT CODE" in text and "=<" not in text
+    assert re.search(rf"A9999 26 000042 ?{DIN.check_character}\b", text)
+    for label in [CRYOVIAL, replace(CRYOVIAL, subject_name=LONG_NAME)]:
+        assert_layout_ok(layout_container_label(label, CRYOVIAL_STOCK), CRYOVIAL_STOCK)
+    # the second barcode is why cryovials have their own stock: under 2 x 1 in it has no room
+    with pytest.raises(LabelOverflow, match="^product_code_barcode: no room"):
+        layout_container_label(CRYOVIAL, CONTAINER_STOCK)
+    with pytest.raises(LabelError, match="product_code needs the DIN"):
+        replace(CRYOVIAL, din_code=None)
+
+
 # --- shipper label --------------------------------------------------------------------------------------
 
 
@@ -719,6 +739,6 @@ def test_the_renderer_describes_the_real_stock() -> None:
     from labels import render
 
     first_line = (render.__doc__ or "").splitlines()[0]
-    for stock in (CONTAINER_STOCK, SHIPPER_STOCK, SYRINGE_STOCK):
+    for stock in (CONTAINER_STOCK, CRYOVIAL_STOCK, SHIPPER_STOCK, SYRINGE_STOCK):
         size = f"{stock.width_mm / 25.4:g} x {stock.height_mm / 25.4:g} in"
         assert size in stock.name and size in first_line, (size, first_line)
