@@ -4,12 +4,17 @@ Validation here keeps a label from contradicting itself: each code must parse as
 its field names, and the printed expiry text must begin with the date and time encoded in the expiry
 barcode, so text and barcode cannot disagree.
 
+The syringe label says what the syringe holds (the measured dose, volume and concentration) and who it is
+for (the study's two patient identifiers). The shipper label is for the outside of a package in transit:
+where it goes, how to handle it, and no name or date of birth unless the study allows them there.
+
 The shipper's DataMatrix carries an ISBT 128 compound message (data structure 023) built as ICCBBA's
 Standard Technical Specification ST-001 v6.2.2 §2.4.23 defines it; see ``compound_message``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import date
 
@@ -20,10 +25,14 @@ from labels.numbers import superscript_powers
 __all__ = [
     "CONTAINER_STOCK",
     "COMPOUND_UNDEFINED_SEQUENCE",
+    "CRYOVIAL_STOCK",
+    "PATIENT_IDENTIFIER_CAPTIONS",
     "SHIPPER_STOCK",
     "SYRINGE_STOCK",
     "ContainerLabel",
     "LabelStock",
+    "PatientIdentifier",
+    "ShipperLabel",
     "SyringeLabel",
     "barcode_strings",
     "compound_message",
@@ -56,6 +65,18 @@ class LabelStock:
 SYRINGE_STOCK = LabelStock("syringe flag label 4 x 3 in", 101.6, 76.2, 2.0)
 SHIPPER_STOCK = LabelStock("shipper/bag label 4 x 4 in", 101.6, 101.6, 2.5)
 CONTAINER_STOCK = LabelStock("container label 2 x 1 in", 50.8, 25.4, 1.5)
+# Cryogenic stock: a bank vial also carries the intermediate product's code (a second Code 128), which
+# does not fit under the container barcode on 2 x 1 in.
+CRYOVIAL_STOCK = LabelStock("cryovial label 2 x 1.5 in", 50.8, 38.1, 1.5)
+
+PATIENT_IDENTIFIER_CAPTIONS = {
+    "name": "Name",
+    "date_of_birth": "DOB",
+    "medical_record_number": "MRN",
+    "study_subject_id": "Study ID",
+}
+"""The patient identifiers a study may choose for its syringe label (and the bedside check), with the
+caption each is printed under."""
 
 
 def _required(obj: object, *fields: str) -> None:
@@ -71,6 +92,15 @@ def _date(obj: object, *fields: str) -> None:
     for name in fields:
         if not isinstance(getattr(obj, name), date):
             raise LabelError(f"{type(obj).__name__}.{name} must be a date, got {getattr(obj, name)!r}")
+
+
+def _positive(obj: object, *fields: str) -> None:
+    for name in fields:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise LabelError(f"{type(obj).__name__}.{name} must be a number, got {value!r}")
+        if value <= 0:
+            raise LabelError(f"{type(obj).__name__}.{name} must be positive, got {value!r}")
 
 
 def parse_din(code: str) -> isbt128.Din:
@@ -102,6 +132,9 @@ class ContainerLabel:
     study_subject_id: str
     contents: str
     label_date: date
+    product_code: str | None = None
+    """ISBT 128 product code (003) of the product the container holds, printed as a second Code 128:
+    a bank cryovial carries the intermediate product's code."""
 
     def __post_init__(self) -> None:
         _required(self, "container_id", "subject_name", "study_subject_id", "contents")
@@ -112,6 +145,10 @@ class ContainerLabel:
             )
         if self.din_code is not None:
             _structure(self, "din_code", isbt128.Din)
+        if self.product_code is not None:
+            if self.din_code is None:
+                raise LabelError("ContainerLabel.product_code needs the DIN it belongs to")
+            _structure(self, "product_code", isbt128.ProductCode)
 
     @property
     def din(self) -> isbt128.Din | None:
@@ -119,8 +156,32 @@ class ContainerLabel:
 
 
 @dataclass(frozen=True)
+class PatientIdentifier:
+    """One patient identifier as a label prints it: ``kind`` from PATIENT_IDENTIFIER_CAPTIONS, ``value``
+    as text (a date of birth as 1961-04-12)."""
+
+    kind: str
+    value: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in PATIENT_IDENTIFIER_CAPTIONS:
+            raise LabelError(
+                f"PatientIdentifier.kind {self.kind!r} is not one of {sorted(PATIENT_IDENTIFIER_CAPTIONS)}"
+            )
+        _required(self, "value")
+
+    @property
+    def caption(self) -> str:
+        return PATIENT_IDENTIFIER_CAPTIONS[self.kind]
+
+
+DOSE_CONSISTENCY = 0.01
+"""The printed dose may differ from concentration × volume by rounding only."""
+
+
+@dataclass(frozen=True)
 class SyringeLabel:
-    """Final product label (DESIGN.md §8), used for the syringe and, with a DataMatrix, the shipper/bag."""
+    """Final product label (DESIGN.md §8): what is in the syringe, for whom, and for which injection."""
 
     product_name: str
     din_code: str
@@ -129,12 +190,22 @@ class SyringeLabel:
     expiry_text: str
     """Printed as given, e.g. '2026-11-26 18:30 CST'; must start with the encoded date and time."""
     coi_code: str
-    subject_name: str
-    date_of_birth: date
+    patient_identifiers: tuple[PatientIdentifier, ...]
+    """The study's two identifiers (name and date of birth by default) that the bedside check matches."""
     study_subject_id: str
-    dose_text: str
-    """e.g. '5.0 × 10^7 viable cells'; '10^N' is printed with a superscript exponent."""
-    volume_text: str
+    """Always printed, whether or not it is one of the two identifiers."""
+    dose_cells: float
+    """The measured dose: viable cells in the syringe (final count × volume in the syringe)."""
+    volume_ml: float
+    """The volume in the syringe."""
+    concentration_per_ml: float
+    """Viable cells per mL measured at the final count."""
+    injection_number: int
+    injections: int
+    protocol_visit: int
+    protocol_number: str
+    ind_number: str
+    handling: str
     diluent: str
     storage: str
     route: str
@@ -150,10 +221,10 @@ class SyringeLabel:
             self,
             "product_name",
             "expiry_text",
-            "subject_name",
             "study_subject_id",
-            "dose_text",
-            "volume_text",
+            "protocol_number",
+            "ind_number",
+            "handling",
             "diluent",
             "storage",
             "route",
@@ -163,28 +234,118 @@ class SyringeLabel:
         )
         if self.infectious_statement is not None:
             _required(self, "infectious_statement")
-        if not isinstance(self.facility_address, str) or not self.facility_address.strip():
-            raise LabelError(
-                f"SyringeLabel.facility_address must be non-empty text, got {self.facility_address!r}"
-            )
-        _date(self, "date_of_birth")
+        _address(self, "facility_address")
         _structure(self, "din_code", isbt128.Din)
         _structure(self, "product_code", isbt128.ProductCode)
         _structure(self, "coi_code", isbt128.ChainOfIdentity)
-        expiry = _structure(self, "expiry_code", isbt128.ExpirationDateTime)
-        if not self.expiry_text.startswith(expiry.eye_readable):
+        _expiry(self)
+        kinds = [p.kind for p in self.patient_identifiers]
+        if len(kinds) != 2 or len(set(kinds)) != 2:
+            raise LabelError(f"SyringeLabel.patient_identifiers must be two different kinds, got {kinds}")
+        _positive(self, "dose_cells", "volume_ml", "concentration_per_ml")
+        if abs(self.concentration_per_ml * self.volume_ml / self.dose_cells - 1) > DOSE_CONSISTENCY:
             raise LabelError(
-                f"SyringeLabel.expiry_text {self.expiry_text!r} does not start with the encoded expiry "
-                f"{expiry.eye_readable!r}"
+                f"SyringeLabel: the dose {self.dose_cells:.4g} is not the concentration "
+                f"{self.concentration_per_ml:.4g}/mL times the volume {self.volume_ml:g} mL"
+            )
+        for name in ("injection_number", "injections", "protocol_visit"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LabelError(f"SyringeLabel.{name} must be a whole number from 1, got {value!r}")
+        if self.injection_number > self.injections:
+            raise LabelError(
+                f"SyringeLabel: injection {self.injection_number} of {self.injections} does not exist"
             )
 
     @property
     def address_lines(self) -> list[str]:
-        return [line.strip() for line in self.facility_address.splitlines() if line.strip()]
+        return _lines(self.facility_address)
+
+    def identifier(self, kind: str) -> str | None:
+        return next((p.value for p in self.patient_identifiers if p.kind == kind), None)
 
 
-def barcode_strings(label: SyringeLabel) -> dict[str, str]:
-    """The exact data encoded in the four Code 128 symbols of a syringe or shipper label."""
+@dataclass(frozen=True)
+class ShipperLabel:
+    """The outside of a package in transit: ship-from and ship-to, handling, a 24-hour contact, the DIN and
+    chain of identity barcodes and the DataMatrix. Only the COI and the study subject id identify the
+    patient, unless the study allows the name and date of birth (both given, or neither)."""
+
+    product_name: str
+    din_code: str
+    product_code: str
+    expiry_code: str
+    expiry_text: str
+    coi_code: str
+    study_subject_id: str
+    ship_from_name: str
+    ship_from_address: str
+    ship_to_name: str
+    ship_to_address: str
+    contact_phone: str
+    """Answered 24 hours a day while the package is in transit."""
+    shipping_temperature: str
+    ship_date: date
+    handling: str
+    """Must tell the carrier not to X-ray the package; the study's text."""
+    autologous_statement: str
+    investigational_statement: str
+    infectious_statement: str | None
+    subject_name: str | None = None
+    date_of_birth: date | None = None
+
+    def __post_init__(self) -> None:
+        _required(
+            self,
+            "product_name",
+            "expiry_text",
+            "study_subject_id",
+            "ship_from_name",
+            "ship_to_name",
+            "contact_phone",
+            "shipping_temperature",
+            "handling",
+            "autologous_statement",
+            "investigational_statement",
+        )
+        if self.infectious_statement is not None:
+            _required(self, "infectious_statement")
+        _address(self, "ship_from_address")
+        _address(self, "ship_to_address")
+        _date(self, "ship_date")
+        _structure(self, "din_code", isbt128.Din)
+        _structure(self, "product_code", isbt128.ProductCode)
+        _structure(self, "coi_code", isbt128.ChainOfIdentity)
+        _expiry(self)
+        if (self.subject_name is None) != (self.date_of_birth is None):
+            raise LabelError("ShipperLabel: print the subject's name and date of birth together, or neither")
+        if self.subject_name is not None:
+            _required(self, "subject_name")
+            _date(self, "date_of_birth")
+
+
+def _address(obj: object, name: str) -> None:
+    value = getattr(obj, name)
+    if not isinstance(value, str) or not _lines(value):
+        raise LabelError(f"{type(obj).__name__}.{name} must be non-empty text, got {value!r}")
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _expiry(label: SyringeLabel | ShipperLabel) -> None:
+    expiry = _structure(label, "expiry_code", isbt128.ExpirationDateTime)
+    if not label.expiry_text.startswith(expiry.eye_readable):
+        raise LabelError(
+            f"{type(label).__name__}.expiry_text {label.expiry_text!r} does not start with the encoded "
+            f"expiry {expiry.eye_readable!r}"
+        )
+
+
+def barcode_strings(label: SyringeLabel | ShipperLabel) -> dict[str, str]:
+    """The ISBT 128 data structures of a final product label: the syringe's four Code 128 symbols, and the
+    content of the shipper's DataMatrix (which prints only the DIN and COI as Code 128)."""
     return {
         "din": label.din_code,
         "product_code": label.product_code,
@@ -193,7 +354,7 @@ def barcode_strings(label: SyringeLabel) -> dict[str, str]:
     }
 
 
-def compound_message(label: SyringeLabel) -> str:
+def compound_message(label: SyringeLabel | ShipperLabel) -> str:
     """ISBT 128 compound message (data structure 023) for the shipper label's DataMatrix.
 
     ICCBBA ST-001 v6.2.2 §2.4.23: ``=+aabbb`` where ``aa`` is the number of data structures that follow

@@ -78,7 +78,7 @@ def check_printable(text: str, font: str, field: str) -> None:
     register_fonts()
     glyphs = pdfmetrics.getFont(font).face.charToGlyph
     for ch in text:
-        if ch == "\n":  # a line break, not a glyph
+        if ch in ("\n", "\u00a0"):  # a line break; a space that keeps a number or a phrase on one line
             continue
         if ord(ch) not in glyphs or not ch.isprintable():
             raise UnprintableCharacter(f"{field}: character U+{ord(ch):04X} {ch!r} cannot be printed")

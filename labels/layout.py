@@ -1,12 +1,13 @@
 """Geometry and text fitting for labels, in millimetres with reportlab's origin (bottom-left of the page).
 
-Text never leaves its space silently: ``fit_text`` shrinks a line down to a minimum size, then wraps, and
-raises ``LabelOverflow`` naming the field when even that does not fit. A clipped label could hide a
-digit of a name or an expiry, so refusing to print is the only safe answer.
+Text never leaves its space silently: ``fit_text`` shrinks a line down to a minimum size, then wraps at
+spaces (never inside a word), and raises ``LabelOverflow`` naming the field when even that does not fit.
+A clipped label could hide a digit of a name or an expiry, so refusing to print is the only safe answer.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from reportlab.lib.units import mm
@@ -134,37 +135,26 @@ def _sizes(max_size: float, min_size: float) -> list[float]:
     return sizes
 
 
-def _break_word(word: str, font: str, size: float, width: float) -> list[str]:
-    """Split a word wider than ``width`` between characters (a name without spaces must still print whole)."""
-    pieces, current = [], ""
-    for ch in word:
-        if current and text_width_mm(current + ch, font, size) > width:
-            pieces.append(current)
-            current = ch
-        else:
-            current += ch
-    pieces.append(current)
-    return pieces
-
-
-def _wrap(text: str, font: str, size: float, width: float) -> list[str]:
-    """Greedy word wrap; explicit newlines are kept as line breaks."""
+def _wrap(text: str, font: str, size: float, width: float) -> list[str] | None:
+    """Greedy word wrap at spaces; explicit newlines are kept as line breaks. None if a word alone is wider
+    than ``width``: a word is never split (a broken name or address could be misread as two). No-break
+    spaces (U+00A0) keep a number with its power of ten, or a caption with its value, on one line."""
     lines: list[str] = []
     for paragraph in text.split("\n"):
         current = ""
         for word in paragraph.split(" "):
             if not word:
                 continue
+            if text_width_mm(word, font, size) > width:
+                return None
             candidate = f"{current} {word}" if current else word
             if text_width_mm(candidate, font, size) <= width:
                 current = candidate
                 continue
-            if current:
-                lines.append(current)
-            pieces = _break_word(word, font, size, width)
-            lines.extend(pieces[:-1])
-            current = pieces[-1]
-        lines.append(current)
+            lines.append(current)
+            current = word
+        if current:
+            lines.append(current)
     return lines
 
 
@@ -179,7 +169,8 @@ def fit_text(
     field: str = "text",
 ) -> FittedText:
     """Fit ``text`` into ``max_width_mm``: one line shrunk from ``max_size`` to ``min_size`` if possible,
-    else wrapped into at most ``max_lines`` lines at the largest size that allows it.
+    else wrapped at spaces into at most ``max_lines`` lines at the largest size that allows it. A word
+    wider than the line shrinks the text; it is never split.
 
     Raises LabelOverflow naming ``field`` if it does not fit; the text is never truncated.
     """
@@ -196,8 +187,14 @@ def fit_text(
     if max_lines > 1:
         for size in _sizes(max_size, min_size):
             lines = _wrap(text, font, size, max_width_mm)
-            if len(lines) <= max_lines:
+            if lines is not None and len(lines) <= max_lines:
                 return FittedText(tuple(lines), font, size)
+    widest = max(re.split(r"[ \n]+", text.strip()), key=lambda word: text_width_mm(word, font, min_size))
+    if text_width_mm(widest, font, min_size) > max_width_mm:
+        raise LabelOverflow(
+            f"{field}: the word {widest!r} is wider than a line of {max_width_mm:.1f} mm at {min_size:g} pt"
+            " (words are never split)"
+        )
     raise LabelOverflow(
         f"{field}: {text!r} does not fit in {max_lines} line(s) of {max_width_mm:.1f} mm "
         f"at {min_size:g} pt or more"

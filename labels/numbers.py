@@ -2,7 +2,7 @@
 
 "6.40 × 10⁸" for a measured count (three significant figures, trailing zeros kept: they say how precise the
 count is), "5 × 10⁷" for a prescribed dose level, "5.0 × 10⁷" on a syringe label. Exponents are real
-superscript digits, which DejaVu prints and pdftotext extracts as such.
+superscript digits, which DejaVu prints and pdftotext extracts as such. Volumes on labels: ``format_ml``.
 """
 
 from __future__ import annotations
@@ -46,3 +46,9 @@ def format_cells(value: float, style: CellStyle = "count") -> str:
         if style == "label" and "." not in mantissa:
             mantissa += ".0"
     return f"{mantissa} × {power_of_ten(int(exponent_text))}"
+
+
+def format_ml(volume_ml: float) -> str:
+    """A measured volume as a label prints it: "5.0 mL", "4.95 mL" (to 0.01 mL, at least one decimal)."""
+    text = f"{float(volume_ml):.2f}".rstrip("0")
+    return f"{text}0 mL" if text.endswith(".") else f"{text} mL"

@@ -1,4 +1,4 @@
-"""Label layouts and PDF rendering: container (2 x 1 in), syringe (4 x 3 in flag) and shipper (4 x 4 in).
+"""Label layouts and PDFs: container 2 x 1 in, cryovial 2 x 1.5 in, syringe 4 x 3 in, shipper 4 x 4 in.
 
 A layout is a list of ``Placed`` elements (name, box in mm, drawing function). The renderer only draws
 what the layout placed, and every layout is checked before it is returned: each element lies inside the
@@ -41,10 +41,11 @@ from labels.data import (
     SYRINGE_STOCK,
     ContainerLabel,
     LabelStock,
+    PatientIdentifier,
+    ShipperLabel,
     SyringeLabel,
     barcode_strings,
     compound_message,
-    display_dose,
     parse_din,
 )
 from labels.fonts import MONO, MONO_BOLD, SANS, SANS_BOLD, register_fonts
@@ -58,6 +59,7 @@ from labels.layout import (
     pt_to_mm,
     text_width_mm,
 )
+from labels.numbers import format_cells, format_ml
 
 __all__ = [
     "Placed",
@@ -70,6 +72,7 @@ __all__ = [
     "render_syringe_label",
 ]
 
+NBSP = "\u00a0"
 TEXT_SCALES = (1.0, 0.9, 0.8, 0.7)
 """Tried in turn: when text does not fit at full size, all text gets smaller before the label is refused."""
 GREY = Color(0.35, 0.35, 0.35)
@@ -190,11 +193,17 @@ class _Flow:
             Placed(name, Box(x, top - fitted.height_mm, fitted.width_mm, fitted.height_mm), "text", draw)
         )
 
-    def banner(self, name: str, text: str, max_size: float, min_size: float) -> Placed:
+    def banner(self, name: str, text: str, max_size: float, min_size: float, lines: int = 1) -> Placed:
         """White bold text on a black bar across the column, for the statement that must not be missed."""
         pad = 0.5
         fitted = fit_text(
-            text, SANS_BOLD, self.area.w - 2 * pad, max(min_size, max_size * self.scale), min_size, field=name
+            text,
+            SANS_BOLD,
+            self.area.w - 2 * pad,
+            max(min_size, max_size * self.scale),
+            min_size,
+            max_lines=lines,
+            field=name,
         )
         height = fitted.height_mm + 2 * pad
         top = self.take(name, height)
@@ -339,15 +348,10 @@ def _facility_footer(
     raise error
 
 
-def _barcode_stack(
-    flow: _Flow, label: SyringeLabel, din_size: float, coi_size: float, gap: float, *, with_coi: bool = True
-) -> None:
-    """DIN, product code, expiry and chain of identity barcodes top-down, each with its eye-readable text
-    (no data identifiers) and a data label: the long form where it fits, else ST-001's abbreviations."""
-    codes = barcode_strings(label)
-    din = parse_din(label.din_code)
+def _din_barcode(flow: _Flow, code: str, din_size: float) -> None:
+    din = parse_din(code)
     din_main, din_flags = _din_text(din)
-    symbol = flow.code128("din_barcode", codes["din"])
+    symbol = flow.code128("din_barcode", code)
     flow.gap(0.3)
     flow.boxed(
         "din_text",
@@ -355,6 +359,15 @@ def _barcode_stack(
         symbol,
         ["DIN"],
     )
+
+
+def _barcode_stack(
+    flow: _Flow, label: SyringeLabel, din_size: float, coi_size: float, gap: float, *, with_coi: bool = True
+) -> None:
+    """DIN, product code, expiry and chain of identity barcodes top-down, each with its eye-readable text
+    (no data identifiers) and a data label: the long form where it fits, else ST-001's abbreviations."""
+    codes = barcode_strings(label)
+    _din_barcode(flow, codes["din"], din_size)
     flow.gap(gap)
     product_text = isbt128.eye_readable(codes["product_code"])
     flow.code128(
@@ -384,8 +397,18 @@ def _natural_width(codes: Sequence[str]) -> float:
     return max(len(code128_modules(d)) + 2 * QUIET_ZONE_MODULES for d in codes) * TARGET_MODULE_MM
 
 
-def _identity_lines(label: SyringeLabel) -> tuple[str, str]:
-    return f"DOB: {label.date_of_birth.isoformat()}", f"Study ID: {label.study_subject_id}"
+def _unbroken(text: str) -> str:
+    """``text`` with no-break spaces: '5.04 × 10⁷' or 'Visit 5' is never split across lines."""
+    return text.replace(" ", NBSP)
+
+
+def _identity_lines(label: SyringeLabel) -> tuple[str | None, str]:
+    """The name (printed large, when it is one of the study's two identifiers) and a line with the other
+    identifier and the study subject id, each under its caption: exactly what the study chose."""
+    others = [p for p in label.patient_identifiers if p.kind != "name"]
+    if not any(p.kind == "study_subject_id" for p in others):
+        others.append(PatientIdentifier("study_subject_id", label.study_subject_id))
+    return label.identifier("name"), "   ".join(_unbroken(f"{p.caption}: {p.value}") for p in others)
 
 
 # --- syringe -----------------------------------------------------------------------------------------
@@ -426,28 +449,36 @@ def _syringe(label: SyringeLabel, stock: LabelStock, scale: float) -> list[Place
     left = _Flow(Box(upper.x, upper.y, col_w, upper.h), "barcode column", scale)
     _barcode_stack(left, label, din_size=8.5, coi_size=coi_size, gap=0.7, with_coi=False)
 
+    left.gap(1.5)
+    injection = _unbroken(f"Injection {label.injection_number} of {label.injections}")
+    visit = _unbroken(f"Visit {label.protocol_visit}")
+    left.text("injection", f"{injection}   {visit}", SANS_BOLD, 8.0, 6.0, lines=2)
+    protocol = f"{_unbroken(f'Protocol {label.protocol_number}')}   {_unbroken(f'IND {label.ind_number}')}"
+    left.text("protocol", protocol, SANS, 6.5, 5.5, lines=2)
+    left.gap(0.5)
+    left.text("route", f"Route: {label.route}", SANS, 6.5, 5.5, lines=2)
+    left.text("diluent", f"Diluent: {label.diluent}", SANS, 6.5, 5.5, lines=2)
+    left.text("storage", f"Storage: {label.storage}", SANS, 6.5, 5.5, lines=3)
+
     rx = upper.x + col_w + gutter
     right = _Flow(Box(rx, upper.y, upper.right - rx, upper.h), "text column", scale)
     right.text("product_name", label.product_name, SANS_BOLD, 9.0, 6.5, lines=2)
     right.gap(0.4)
     right.banner("autologous_statement", label.autologous_statement, 8.0, 6.0)
     right.gap(0.6)
-    right.text("subject_name", label.subject_name, SANS_BOLD, 11.0, 7.0, lines=3)
-    dob, study_id = _identity_lines(label)
-    right.text("subject_ids", f"{dob}   {study_id}", SANS, 7.5, 6.0, lines=2)
+    name, identifiers = _identity_lines(label)
+    if name is not None:
+        right.text("subject_name", name, SANS_BOLD, 11.0, 6.5, lines=3)
+    right.text("subject_ids", identifiers, SANS, 7.5, 6.0, lines=2)
     right.gap(0.5)
-    right.text(
-        "dose",
-        f"Dose: {display_dose(label.dose_text)}   Volume: {label.volume_text}",
-        SANS_BOLD,
-        7.5,
-        6.0,
-        lines=2,
-    )
-    right.text("expiry_text", f"EXP: {label.expiry_text}", SANS_BOLD, 7.5, 6.0, lines=2)
-    right.text("route", f"Route: {label.route}", SANS, 6.5, 5.5, lines=2)
-    right.text("diluent", f"Diluent: {label.diluent}", SANS, 6.5, 5.5, lines=2)
-    right.text("storage", f"Storage: {label.storage}", SANS, 6.5, 5.5, lines=2)
+    # the measured dose and what it is made of: the volume in the syringe and the final count
+    dose = _unbroken(format_cells(label.dose_cells, "label"))
+    right.text("dose", f"Dose: {dose} viable cells", SANS_BOLD, 8.5, 6.5, lines=2)
+    right.text("volume", f"Volume: {_unbroken(format_ml(label.volume_ml))}", SANS_BOLD, 7.5, 6.0)
+    concentration = _unbroken(format_cells(label.concentration_per_ml, "label"))
+    right.text("concentration", f"Concentration: {concentration} viable cells/mL", SANS, 7.0, 5.5, lines=2)
+    right.text("expiry_text", f"EXP: {_unbroken(label.expiry_text)}", SANS_BOLD, 7.5, 6.0, lines=2)
+    right.text("handling", label.handling, SANS_BOLD, 6.5, 5.5, lines=2)
     right.gap(0.5)
     right.text("investigational_statement", label.investigational_statement, SANS, 6.0, 5.0, lines=3)
     if label.infectious_statement:
@@ -487,34 +518,60 @@ def _first_fit(build: Callable[[float], list[Placed]], stock: LabelStock) -> lis
 # --- shipper -----------------------------------------------------------------------------------------
 
 
-def _shipper(label: SyringeLabel, stock: LabelStock, scale: float) -> list[Placed]:
+def _address_block(
+    flow: _Flow, prefix: str, caption: str, name: str, address: str, size: float, min_size: float
+) -> None:
+    lines = [line.strip() for line in address.splitlines() if line.strip()]
+    flow.text(f"{prefix}_caption", caption, SANS_BOLD, 6.0, 5.0, colour=GREY)
+    flow.text(f"{prefix}_name", name, SANS_BOLD, size, min_size, lines=2)
+    flow.text(f"{prefix}_address", "\n".join(lines), SANS, size * 0.9, min_size, lines=len(lines) + 2)
+
+
+def _shipper(label: ShipperLabel, stock: LabelStock, scale: float) -> list[Placed]:
+    """Handling banner; ship-from and ship-to; DIN and COI barcodes beside the DataMatrix with the study
+    subject id and the expiry; then what the product is, the temperature, the ship date and whom to call."""
     from labels.datamatrix import datamatrix_rows  # needs treepoem + ghostscript: shipper labels only
 
     area = stock.printable
     gutter = 2.5
     head = _Flow(area, "label", scale)
-    head.text("product_name", label.product_name, SANS_BOLD, 13.0, 8.0, lines=2)
-    head.gap(0.6)
-    head.banner("autologous_statement", label.autologous_statement, 11.0, 8.0)
-    head.gap(1.5)
+    head.banner("handling", label.handling, 11.0, 7.0, lines=2)
+    head.gap(1.2)
+    from_w = 0.42 * (area.w - gutter)
+    sender = _Flow(Box(area.x, area.y, from_w, head.cursor - area.y), "ship-from block", scale)
+    _address_block(sender, "ship_from", "SHIP FROM", label.ship_from_name, label.ship_from_address, 8.0, 6.0)
+    tx = area.x + from_w + gutter
+    recipient = _Flow(Box(tx, area.y, area.right - tx, head.cursor - area.y), "ship-to block", scale)
+    _address_block(recipient, "ship_to", "SHIP TO", label.ship_to_name, label.ship_to_address, 10.0, 7.0)
+    top = min(sender.cursor, recipient.cursor) - 1.0
+    rules = [
+        _rule(
+            "address_rule", Box(tx - gutter / 2 - 0.1, top + 0.5, 0.2, head.cursor - top - 0.5), vertical=True
+        ),
+        _rule("top_rule", Box(area.x, top, area.w, 0.2), vertical=False),
+    ]
+    top -= 1.2
 
-    col_w = min(_natural_width(list(barcode_strings(label).values())), 0.62 * area.w)
-    left = _Flow(Box(area.x, area.y, col_w, head.cursor - area.y), "barcode column", scale)
-    _barcode_stack(left, label, din_size=12.0, coi_size=8.0, gap=1.2)
+    codes = barcode_strings(label)
+    col_w = min(_natural_width([codes["din"], codes["coi"]]), 0.62 * area.w)
+    left = _Flow(Box(area.x, area.y, col_w, top - area.y), "barcode column", scale)
+    _din_barcode(left, codes["din"], 12.0)
+    left.gap(1.2)
+    _coi_barcode(left, codes["coi"], 8.0)
 
     rx = area.x + col_w + gutter
-    right = _Flow(Box(rx, area.y, area.right - rx, head.cursor - area.y), "identity column", scale)
+    right = _Flow(Box(rx, area.y, area.right - rx, top - area.y), "identity column", scale)
     rows = datamatrix_rows(compound_message(label))
     n = len(rows[0]) + 2 * DataMatrixSymbol.quiet_modules
-    # ST-001 §6.2.3: X from 0.25 to 1 mm, "as large as practical"; 0.6 mm keeps room for the subject block
+    # ST-001 §6.2.3: X from 0.25 to 1 mm, "as large as practical"; 0.6 mm keeps room beside the barcodes
     module = math.floor(min(0.6, right.area.w / n) * 100) / 100
     if module < 0.25:
         raise LabelOverflow(
             f"datamatrix: a {len(rows[0])}-module symbol needs {0.25 * n:.1f} mm; only {right.area.w:.1f} mm"
         )
     dm = DataMatrixSymbol(rows, module)
-    top = right.take("datamatrix", dm.height_mm)
-    dm_x, dm_y = right.area.right - dm.width_mm, top - dm.height_mm
+    dm_top = right.take("datamatrix", dm.height_mm)
+    dm_x, dm_y = right.area.right - dm.width_mm, dm_top - dm.height_mm
     right.add(
         Placed(
             "datamatrix",
@@ -524,43 +581,45 @@ def _shipper(label: SyringeLabel, stock: LabelStock, scale: float) -> list[Place
             compound_message(label),
         )
     )
-    right.gap(1.0)
-    right.text("subject_name", label.subject_name, SANS_BOLD, 12.0, 8.0, lines=3)
-    dob, study_id = _identity_lines(label)
-    right.text("date_of_birth", dob, SANS, 8.5, 6.5, lines=2)
-    right.text("study_subject_id", study_id, SANS, 8.5, 6.5, lines=2)
+    right.gap(0.8)
+    right.text("study_subject_id", f"Study ID: {label.study_subject_id}", SANS_BOLD, 9.0, 6.5, lines=2)
+    if label.subject_name is not None and label.date_of_birth is not None:
+        right.text("subject_name", label.subject_name, SANS_BOLD, 9.0, 6.5, lines=3)
+        right.text("date_of_birth", f"DOB: {label.date_of_birth.isoformat()}", SANS, 8.0, 6.0)
+    right.text("expiry_text", f"EXP: {_unbroken(label.expiry_text)}", SANS_BOLD, 8.0, 6.0, lines=2)
 
-    below = min(left.cursor, right.cursor) - 1.5
+    below = min(left.cursor, right.cursor) - 1.2
     divider = _rule(
-        "column_rule",
-        Box(area.x + col_w + gutter / 2 - 0.1, below + 0.5, 0.2, head.cursor - below - 0.5),
-        vertical=True,
+        "column_rule", Box(rx - gutter / 2 - 0.1, below + 0.5, 0.2, top - below - 0.5), vertical=True
     )
     body = _Flow(Box(area.x, area.y, area.w, below - area.y), "text area", scale)
     body.items.append(_rule("body_rule", Box(area.x, below, area.w, 0.2), vertical=False))
     body.gap(1.0)
-    body.text(
-        "dose",
-        f"Dose: {display_dose(label.dose_text)}   Volume: {label.volume_text}",
-        SANS_BOLD,
-        9.0,
-        6.5,
-        lines=2,
-    )
-    body.text("expiry_text", f"EXP: {label.expiry_text}", SANS_BOLD, 9.0, 6.5, lines=2)
-    body.text("route", f"Route: {label.route}", SANS, 8.0, 6.0, lines=2)
-    body.text("diluent", f"Diluent: {label.diluent}", SANS, 8.0, 6.0, lines=2)
-    body.text("storage", f"Storage: {label.storage}", SANS, 8.0, 6.0, lines=2)
-    body.gap(0.8)
-    body.text("investigational_statement", label.investigational_statement, SANS, 7.5, 5.5, lines=3)
+    body.text("product_name", label.product_name, SANS_BOLD, 9.0, 6.5, lines=2)
+    body.text("autologous_statement", label.autologous_statement, SANS_BOLD, 9.0, 6.5)
+    body.gap(0.6)
+    body.text("shipping_temperature", label.shipping_temperature, SANS_BOLD, 8.5, 6.0, lines=2)
+    body.text("ship_date", f"Ship date: {label.ship_date.isoformat()}", SANS, 8.5, 6.0)
+    contact = f"24-hour contact: {_unbroken(label.contact_phone)}"
+    body.text("contact_phone", contact, SANS_BOLD, 8.5, 6.0, lines=2)
+    body.gap(0.6)
+    body.text("investigational_statement", label.investigational_statement, SANS, 7.0, 5.5, lines=3)
     if label.infectious_statement:
-        body.text("infectious_statement", label.infectious_statement, SANS_BOLD, 8.0, 6.0, lines=2)
-    _facility_footer([body], label, size=7.5, min_size=5.0, join=False)
-    return [*head.items, *left.items, divider, *right.items, *body.items]
+        body.text("infectious_statement", label.infectious_statement, SANS_BOLD, 7.5, 5.5, lines=2)
+    return [
+        *head.items,
+        *sender.items,
+        *recipient.items,
+        *rules,
+        *left.items,
+        divider,
+        *right.items,
+        *body.items,
+    ]
 
 
-def layout_shipper_label(label: SyringeLabel, stock: LabelStock = SHIPPER_STOCK) -> list[Placed]:
-    """Lay out the shipper/bag label: the syringe label's content plus the DataMatrix compound message."""
+def layout_shipper_label(label: ShipperLabel, stock: LabelStock = SHIPPER_STOCK) -> list[Placed]:
+    """Lay out the shipper label: addresses and handling, DIN and COI barcodes, the DataMatrix."""
     return _first_fit(lambda scale: _shipper(label, stock, scale), stock)
 
 
@@ -619,6 +678,16 @@ def _container(label: ContainerLabel, stock: LabelStock, scale: float) -> list[P
             lambda c: date_fit.draw(c, date_x, date_top),
         )
     )
+    if label.product_code is not None:
+        flow.gap(0.4)
+        flow.code128(
+            "product_code_barcode",
+            label.product_code,
+            text=isbt128.eye_readable(label.product_code),
+            captions=["PRODUCT CODE", "PROD CODE"],
+            font_size=6.5,
+            leaves_facility=False,
+        )
     flow.gap(0.2)
     flow.text("contents", label.contents, SANS, 6.5, 5.0, lines=2)
     return flow.items
@@ -663,6 +732,6 @@ def render_syringe_label(label: SyringeLabel, stock: LabelStock = SYRINGE_STOCK,
     return _pdf([placed] * copies, stock, "Syringe label")
 
 
-def render_shipper_label(label: SyringeLabel, stock: LabelStock = SHIPPER_STOCK) -> bytes:
-    """PDF of the shipper/bag label (four Code 128 symbols and the DataMatrix compound message)."""
+def render_shipper_label(label: ShipperLabel, stock: LabelStock = SHIPPER_STOCK) -> bytes:
+    """PDF of the shipper label (DIN and COI Code 128 symbols and the DataMatrix compound message)."""
     return _pdf([layout_shipper_label(label, stock)], stock, "Shipper label")

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from labels.data import LabelStock, parse_din
+from labels.data import parse_din
 from mfg import clock
 from mfg.custody.models import Container
 from mfg.identity import service as identity_service
@@ -513,7 +513,7 @@ def run_reference_scenario(
     ).all()
     files = {
         out / "cryovial-labels.pdf": container_labels.print_container_labels(
-            session, users["tech"], vials, "", LabelStock("container", *study.label_stock.container)
+            session, users["tech"], vials, "", study
         )
     }
     order = order_service.place_order(

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from labels import isbt128
+from labels.data import PATIENT_IDENTIFIER_CAPTIONS
 
 DEFAULT_STUDY = "aamsc"
 
@@ -52,6 +53,8 @@ class Schedule:
 @dataclass(frozen=True)
 class Product:
     product_description_code: str
+    intermediate_description_code: str
+    """The cryopreserved bank the doses are made from: printed on each cryovial."""
     collection_type: str
     stability_hours: float
     storage: str
@@ -76,6 +79,21 @@ class LabelTexts:
     autologous: str
     investigational: str
     not_evaluated: str
+    handling: str
+    patient_identifiers: tuple[str, str]
+    """The two identifiers the syringe label prints and the bedside check matches, in printing order."""
+
+
+@dataclass(frozen=True)
+class Shipper:
+    """The shipper label's texts and what it may show of the patient."""
+
+    contact_phone: str
+    """Answered 24 hours a day while a product is in transit."""
+    temperature: str
+    handling: str
+    show_name_and_date_of_birth: bool
+    """False: only the chain of identity and the study subject id on the outside of the package."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,7 @@ class LabelStocks:
     syringe: tuple[float, float, float]
     shipper: tuple[float, float, float]
     container: tuple[float, float, float]
+    cryovial: tuple[float, float, float]
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,8 @@ class StudyDefinition:
     code: str
     short_name: str
     title: str
+    protocol_number: str
+    ind_number: str
     product_name: str
     subject_id_pattern: str
     subject_id_example: str
@@ -110,6 +131,7 @@ class StudyDefinition:
     facility: Facility
     release: Release
     labels: LabelTexts
+    shipper: Shipper
     label_stock: LabelStocks
     processes: Processes
 
@@ -150,6 +172,12 @@ class _Reader:
         if not low <= value <= high:
             raise self.fail(key, f"is {value}, outside {low}..{high}")
         return float(value)
+
+    def boolean(self, key: str) -> bool:
+        value = self.data.get(key)
+        if not isinstance(value, bool):
+            raise self.fail(key, "must be true or false")
+        return value
 
     def integer(self, key: str, *, low: int, high: int) -> int:
         value = self.data.get(key)
@@ -213,16 +241,23 @@ def parse_definition(key: str, text: str, source: str = "") -> StudyDefinition:
     )
 
     prod_t = top.table("product")
-    pdc = prod_t.text("product_description_code")
     collection_type = prod_t.text("collection_type")
-    try:
-        isbt128.build_product_code(pdc, collection_type, "00")
-    except isbt128.InvalidCode as exc:
-        raise prod_t.fail(
-            "product_description_code", f"does not make an ISBT 128 product code: {exc}"
-        ) from exc
+
+    def product_description_code(key: str) -> str:
+        code = prod_t.text(key)
+        try:
+            isbt128.build_product_code(code, collection_type, "00")
+        except isbt128.InvalidCode as exc:
+            raise prod_t.fail(key, f"does not make an ISBT 128 product code: {exc}") from exc
+        return code
+
+    pdc = product_description_code("product_description_code")
+    intermediate = product_description_code("intermediate_description_code")
+    if intermediate == pdc:
+        raise prod_t.fail("intermediate_description_code", "must differ from the final product's code")
     product = Product(
         product_description_code=pdc,
+        intermediate_description_code=intermediate,
         collection_type=collection_type,
         stability_hours=prod_t.number("stability_hours", low=0.5, high=24 * 365),
         storage=prod_t.text("storage"),
@@ -248,10 +283,28 @@ def parse_definition(key: str, text: str, source: str = "") -> StudyDefinition:
         endotoxin_k_eu_per_kg=rel_t.number("endotoxin_k_eu_per_kg", low=0.0, high=100.0),
     )
     lab_t = top.table("labels")
+    identifiers = lab_t.data.get("patient_identifiers")
+    allowed = sorted(PATIENT_IDENTIFIER_CAPTIONS)
+    if (
+        not isinstance(identifiers, list)
+        or len(identifiers) != 2
+        or len(set(identifiers)) != 2
+        or any(kind not in PATIENT_IDENTIFIER_CAPTIONS for kind in identifiers)
+    ):
+        raise lab_t.fail("patient_identifiers", f"must be two different identifiers from {allowed}")
     label_texts = LabelTexts(
         autologous=lab_t.text("autologous"),
         investigational=lab_t.text("investigational"),
         not_evaluated=lab_t.text("not_evaluated"),
+        handling=lab_t.text("handling"),
+        patient_identifiers=(identifiers[0], identifiers[1]),
+    )
+    ship_t = top.table("shipper")
+    shipper = Shipper(
+        contact_phone=ship_t.text("contact_phone"),
+        temperature=ship_t.text("temperature"),
+        handling=ship_t.text("handling"),
+        show_name_and_date_of_birth=ship_t.boolean("show_name_and_date_of_birth"),
     )
     stock_t = top.table("label_stock")
 
@@ -269,7 +322,10 @@ def parse_definition(key: str, text: str, source: str = "") -> StudyDefinition:
         return width, height, margin
 
     label_stock = LabelStocks(
-        syringe=stock("syringe"), shipper=stock("shipper"), container=stock("container")
+        syringe=stock("syringe"),
+        shipper=stock("shipper"),
+        container=stock("container"),
+        cryovial=stock("cryovial"),
     )
     proc_t = top.table("processes")
     processes = Processes(collection_mbr=proc_t.text("collection_mbr"), dose_mbr=proc_t.text("dose_mbr"))
@@ -281,11 +337,16 @@ def parse_definition(key: str, text: str, source: str = "") -> StudyDefinition:
     example = study.text("subject_id_example")
     if not re.fullmatch(pattern, example):
         raise study.fail("subject_id_example", f"{example!r} does not match subject_id_pattern")
+    ind_number = study.text("ind_number")
+    if not re.fullmatch(r"[0-9]{5,6}", ind_number):
+        raise study.fail("ind_number", f"{ind_number!r} is not an IND number (5 or 6 digits)")
     return StudyDefinition(
         key=key,
         code=study.text("code"),
         short_name=study.text("short_name"),
         title=study.text("title"),
+        protocol_number=study.text("protocol_number"),
+        ind_number=ind_number,
         product_name=study.text("product_name"),
         subject_id_pattern=pattern,
         subject_id_example=example,
@@ -295,6 +356,7 @@ def parse_definition(key: str, text: str, source: str = "") -> StudyDefinition:
         facility=facility,
         release=release,
         labels=label_texts,
+        shipper=shipper,
         label_stock=label_stock,
         processes=processes,
     )

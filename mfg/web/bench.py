@@ -17,7 +17,6 @@ from flask import (
 )
 from sqlalchemy import select
 
-from labels.data import LabelStock
 from mfg.custody import labels as container_labels
 from mfg.custody.models import Container
 from mfg.dosing import preparation, product_labels
@@ -243,21 +242,21 @@ def growth_svg(batch_id: int) -> Any:
 @security.roles_required("technician", "supervisor", "coordinator")
 @commit_point(on_refusal=_batch_refused)
 def print_labels(batch_id: int) -> Any:
-    """Container labels as a PDF for the label printer; each print is recorded (reprints with a reason)."""
+    """Container labels as a PDF for the label printer; each print is recorded (reprints with a reason).
+    Cryovials print on their own stock: ``stock=cryovial`` prints the stored ones, else the open others."""
     batch_ = _url_batch(batch_id)
     wanted = request.form.getlist("container")
     query = select(Container).where(Container.din == batch_.din).order_by(Container.id)
-    query = (
-        query.where(Container.scan_id.in_(wanted))
-        if wanted
-        else query.where(Container.status.in_(("in_use", "stored")))
-    )
+    if wanted:
+        query = query.where(Container.scan_id.in_(wanted))
+    elif request.form.get("stock") == container_labels.CRYOVIAL:
+        query = query.where(Container.kind == container_labels.CRYOVIAL, Container.status == "stored")
+    else:
+        query = query.where(
+            Container.kind != container_labels.CRYOVIAL, Container.status.in_(("in_use", "stored"))
+        )
     pdf = container_labels.print_container_labels(
-        db(),
-        signed_in_user(),
-        db().scalars(query).all(),
-        request.form.get("reason", ""),
-        LabelStock("container", *_study().label_stock.container),
+        db(), signed_in_user(), db().scalars(query).all(), request.form.get("reason", ""), _study()
     )
     return Response(
         pdf,

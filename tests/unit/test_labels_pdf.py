@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from reportlab.pdfbase import pdfmetrics
 
@@ -31,17 +31,20 @@ from labels.barcodes import (
 )
 from labels.data import (
     CONTAINER_STOCK,
+    CRYOVIAL_STOCK,
     SHIPPER_STOCK,
     SYRINGE_STOCK,
     ContainerLabel,
     LabelStock,
+    PatientIdentifier,
+    ShipperLabel,
     SyringeLabel,
     barcode_strings,
     compound_message,
     display_dose,
 )
 from labels.fonts import SANS, SANS_BOLD, UnprintableCharacter
-from labels.layout import Box, LabelError, LabelOverflow, fit_text
+from labels.layout import Box, LabelError, LabelOverflow, fit_text, text_width_mm
 from labels.render import (
     Placed,
     check_layout,
@@ -63,6 +66,10 @@ ADDRESS_LINES = ["200 First Street SW", "Rochester, MN 55905"]
 CAUTION = "Caution: New Drug—Limited by Federal (or United States) law to investigational use."
 PRINTABLE = st.characters(min_codepoint=32, max_codepoint=126)
 
+NAME = PatientIdentifier("name", "Jordan Example")
+DOB = PatientIdentifier("date_of_birth", "1961-04-12")
+HANDLING = "Do not shake. Do not filter. Do not irradiate."
+
 SYRINGE = SyringeLabel(
     product_name="MSC-NTF cells, autologous (investigational)",
     din_code=DIN.code,
@@ -70,13 +77,19 @@ SYRINGE = SyringeLabel(
     expiry_code=EXPIRY.code,
     expiry_text="2026-11-26 18:30 CST",
     coi_code=COI.code,
-    subject_name="Jordan Example",
-    date_of_birth=date(1961, 4, 12),
+    patient_identifiers=(NAME, DOB),
     study_subject_id="ALS-001",
-    dose_text="5.0 × 10^7 viable cells",
-    volume_text="8.0 mL",
+    dose_cells=5.04e7,  # measured: 1.008e7 viable cells/mL x 5.0 mL in the syringe
+    volume_ml=5.0,
+    concentration_per_ml=1.008e7,
+    injection_number=2,
+    injections=4,
+    protocol_visit=5,
+    protocol_number="NCT03268603",
+    ind_number="999999",
+    handling=HANDLING,
     diluent="Lactated Ringer's Injection, USP",
-    storage="2–8 °C. Do not freeze. Do not irradiate.",
+    storage="2–8 °C. Do not freeze.",
     route="Intrathecal",
     autologous_statement="FOR AUTOLOGOUS USE ONLY",
     investigational_statement=CAUTION,
@@ -84,6 +97,33 @@ SYRINGE = SyringeLabel(
     facility_name="Human Cellular Therapy Laboratory",
     facility_address="\n".join(ADDRESS_LINES),
 )
+
+SHIP_TO_LINES = ["4500 San Pablo Road", "Jacksonville, FL 32224, USA"]
+SHIPPER = ShipperLabel(
+    product_name=SYRINGE.product_name,
+    din_code=DIN.code,
+    product_code=PRODUCT.code,
+    expiry_code=EXPIRY.code,
+    expiry_text="2026-11-26 18:30 CST",
+    coi_code=COI.code,
+    study_subject_id="ALS-001",
+    ship_from_name="Human Cellular Therapy Laboratory",
+    ship_from_address="\n".join(ADDRESS_LINES),
+    ship_to_name="Jacksonville clinical site",
+    ship_to_address="\n".join(SHIP_TO_LINES),
+    contact_phone="+1 507-555-0100",
+    shipping_temperature="Ship at 15–25 °C. Do not refrigerate or freeze.",
+    ship_date=date(2026, 11, 26),
+    handling="Do not X-ray. Do not irradiate. Do not shake.",
+    autologous_statement="FOR AUTOLOGOUS USE ONLY",
+    investigational_statement=CAUTION,
+    infectious_statement="NOT EVALUATED FOR INFECTIOUS SUBSTANCES",
+)
+
+
+def with_name(label: SyringeLabel, name: str) -> SyringeLabel:
+    return replace(label, patient_identifiers=(PatientIdentifier("name", name), DOB))
+
 
 CONTAINERS = [
     ContainerLabel(
@@ -101,6 +141,8 @@ CONTAINERS = [
         ("C9H5J3K7MDE", "Harvest tube 50 mL"),
     ]
 ]
+BANK_PRODUCT = isbt128.build_product_code("S9998", "1", "00")
+CRYOVIAL = replace(CONTAINERS[1], contents="Cryopreserved aaMSC", product_code=BANK_PRODUCT.code)
 
 
 # --- tools ------------------------------------------------------------------------------------------------
@@ -186,7 +228,7 @@ def syringe_png(syringe_pdf: bytes, work: Path) -> Path:
 @pytest.fixture(scope="module")
 def long_name_label() -> SyringeLabel:
     assert len(LONG_NAME) == 40
-    return replace(SYRINGE, subject_name=LONG_NAME)
+    return with_name(SYRINGE, LONG_NAME)
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +244,7 @@ def container_pdf() -> bytes:
 @pytest.fixture(scope="module")
 def shipper_pdf() -> bytes:
     require_tool("gs", "Ghostscript runs treepoem's DataMatrix encoder")
-    return render_shipper_label(SYRINGE)
+    return render_shipper_label(SHIPPER)
 
 
 # --- syringe label ---------------------------------------------------------------------------------------
@@ -230,14 +272,20 @@ def test_syringe_text_holds_every_required_element(syringe_pdf: bytes, work: Pat
     for expected in [
         "MSC-NTF cells, autologous (investigational)",
         "Jordan Example",
-        "1961-04-12",
-        "ALS-001",
-        "5.0 × 10⁷ viable cells",
-        "8.0 mL",
+        "DOB: 1961-04-12",
+        "Study ID: ALS-001",
+        "Dose: 5.04 × 10⁷ viable cells",
+        "Volume: 5.0 mL",
+        "Concentration: 1.01 × 10⁷ viable cells/mL",
+        "Injection 2 of 4",
+        "Visit 5",
+        "Protocol NCT03268603",
+        "IND 999999",
+        HANDLING,
         "Lactated Ringer's Injection, USP",
         "Intrathecal",
         "2026-11-26 18:30 CST",
-        "2–8 °C. Do not freeze. Do not irradiate.",
+        "2–8 °C. Do not freeze.",
         "FOR AUTOLOGOUS USE ONLY",
         CAUTION,
         "NOT EVALUATED FOR INFECTIOUS SUBSTANCES",
@@ -249,6 +297,37 @@ def test_syringe_text_holds_every_required_element(syringe_pdf: bytes, work: Pat
         assert expected in text, expected
     for identifier in ("=A9999", "=<", "&>", "&/"):
         assert identifier not in text, f"data identifier {identifier!r} printed"
+
+
+@pytest.mark.parametrize(
+    ("identifiers", "printed", "absent"),
+    [
+        ((NAME, DOB), ["Jordan Example", "DOB: 1961-04-12", "Study ID: ALS-001"], ["MRN"]),
+        (
+            (NAME, PatientIdentifier("medical_record_number", "MRN-12345")),
+            ["Jordan Example", "MRN: MRN-12345", "Study ID: ALS-001"],
+            ["1961-04-12", "DOB"],
+        ),
+        (
+            (DOB, PatientIdentifier("study_subject_id", "ALS-001")),
+            ["DOB: 1961-04-12", "Study ID: ALS-001"],
+            ["Jordan", "MRN"],
+        ),
+    ],
+)
+def test_the_syringe_prints_exactly_the_configured_identifiers(
+    identifiers: tuple[PatientIdentifier, PatientIdentifier],
+    printed: list[str],
+    absent: list[str],
+    work: Path,
+) -> None:
+    label = replace(SYRINGE, patient_identifiers=identifiers)
+    text = pdf_text(render_syringe_label(label), work / "identifiers")
+    for expected in printed:
+        assert expected in text, expected
+    for unexpected in absent:
+        assert unexpected not in text, unexpected
+    assert text.count("ALS-001") == 1  # the study subject id once, even when it is one of the two
 
 
 def test_infectious_statement_only_when_given(work: Path) -> None:
@@ -287,11 +366,60 @@ def test_forty_character_name_still_decodes_and_prints_in_full(
     assert {p.name: p.box for p in placed if p.is_symbol} == short
 
 
+WORD = st.text(PRINTABLE.filter(lambda ch: ch != " "), min_size=1, max_size=20)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.text(PRINTABLE, min_size=1, max_size=40).filter(str.strip))
+@given(name=st.lists(WORD, min_size=1, max_size=8).map(" ".join).filter(lambda name: len(name) <= 40))
+@example(name="W" * 20 + " " + "W" * 19)
 def test_any_name_up_to_40_characters_fits_the_syringe_label(name: str) -> None:
-    placed = layout_syringe_label(replace(SYRINGE, subject_name=name))
+    # Words are never split: any name fits whose words have up to 20 characters, even the widest ones;
+    # longer real surnames (Wolfeschlegelsteinhausenbergerdorff) are tested below.
+    placed = layout_syringe_label(with_name(SYRINGE, name))
     assert_layout_ok(placed, SYRINGE_STOCK)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    text=st.lists(WORD, min_size=1, max_size=12).map(" ".join),
+    width=st.floats(min_value=10, max_value=80),
+    lines=st.integers(min_value=1, max_value=4),
+)
+def test_wrapping_never_breaks_a_word(text: str, width: float, lines: int) -> None:
+    try:
+        fitted = fit_text(text, SANS, width, 9.0, 5.0, max_lines=lines, field="address")
+    except LabelOverflow as exc:
+        assert str(exc).startswith("address: ")
+        return
+    assert [word for line in fitted.lines for word in line.split(" ")] == text.split(" ")
+    assert all(text_width_mm(line, SANS, fitted.size) <= width + 1e-6 for line in fitted.lines)
+
+
+def test_a_word_wider_than_the_line_shrinks_the_text_and_is_never_split(work: Path) -> None:
+    surname = "Wolfeschlegelsteinhausenbergerdorff"
+    wide = fit_text(f"Hubert {surname}", SANS_BOLD, 55, 11, 6.5, max_lines=3, field="subject_name")
+    assert wide.lines == ("Hubert", surname) and wide.size < 11
+    label = with_name(SYRINGE, f"Hubert Blaine {surname}")
+    assert_layout_ok(layout_syringe_label(label), SYRINGE_STOCK)
+    assert f"Hubert Blaine {surname}" in pdf_text(render_syringe_label(label), work / "long-word")
+    with pytest.raises(LabelOverflow, match=f"^subject_name: the word '{surname}' is wider.*never split"):
+        fit_text(f"Hubert {surname}", SANS_BOLD, 30, 11, 6.5, max_lines=3, field="subject_name")
+
+
+def test_long_addresses_wrap_between_words(work: Path) -> None:
+    address = "Building 7, Department of Laboratory Medicine and Pathology\nRochester, Minnesota 55905-0001"
+    ship_to = "Mayo Clinic Florida Cell Therapy Investigational Pharmacy, Jacksonville"
+    label = replace(SHIPPER, ship_to_name=ship_to, ship_to_address=address, ship_from_address=address)
+    assert_layout_ok(layout_shipper_label(label), SHIPPER_STOCK)
+    text = pdf_text(render_shipper_label(label), work / "long-address")
+    assert ship_to in text
+    for line in address.splitlines():
+        assert text.count(line) == 2, line  # ship-from and ship-to, each wrapped between words
+    syringe = replace(SYRINGE, facility_name=ship_to, facility_address=address)
+    assert_layout_ok(layout_syringe_label(syringe), SYRINGE_STOCK)
+    text = pdf_text(render_syringe_label(syringe), work / "long-address-syringe")
+    for words in [ship_to, *address.splitlines()]:
+        assert words in text, words
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -300,7 +428,7 @@ def test_any_name_up_to_40_characters_fits_the_syringe_label(name: str) -> None:
     address=st.lists(st.text(PRINTABLE, min_size=1, max_size=45).filter(str.strip), min_size=1, max_size=4),
 )
 def test_long_text_fits_or_is_refused_never_clipped(name: str, address: list[str]) -> None:
-    label = replace(SYRINGE, subject_name=name, facility_address="\n".join(address))
+    label = replace(with_name(SYRINGE, name), facility_address="\n".join(address))
     try:
         placed = layout_syringe_label(label)
     except LabelOverflow as exc:
@@ -361,21 +489,76 @@ def test_container_layouts_fit_with_and_without_din_and_with_a_long_name() -> No
         assert ("din_text" in {p.name for p in placed}) == (label.din_code is not None)
 
 
+def test_a_cryovial_carries_the_bank_product_code_and_it_decodes(work: Path) -> None:
+    pdf = render_container_labels([CRYOVIAL], CRYOVIAL_STOCK)
+    assert media_boxes(pdf) == [(pytest.approx(144.0), pytest.approx(108.0))]  # 2 x 1.5 in
+    (png,) = rasterise(pdf, work / "cryovial")
+    assert sorted(decode_code128(png)) == sorted([CRYOVIAL.container_id, BANK_PRODUCT.code])
+    text = pdf_text(pdf, work / "cryovial-text")
+    assert "S9998 1 00" in text and "PRODUCT CODE" in text and "=<" not in text
+    assert re.search(rf"A9999 26 000042 ?{DIN.check_character}\b", text)
+    for label in [CRYOVIAL, replace(CRYOVIAL, subject_name=LONG_NAME)]:
+        assert_layout_ok(layout_container_label(label, CRYOVIAL_STOCK), CRYOVIAL_STOCK)
+    # the second barcode is why cryovials have their own stock: under 2 x 1 in it has no room
+    with pytest.raises(LabelOverflow, match="^product_code_barcode: no room"):
+        layout_container_label(CRYOVIAL, CONTAINER_STOCK)
+    with pytest.raises(LabelError, match="product_code needs the DIN"):
+        replace(CRYOVIAL, din_code=None)
+
+
 # --- shipper label --------------------------------------------------------------------------------------
 
 
-def test_shipper_linear_barcodes_decode(shipper_pdf: bytes, work: Path) -> None:
+def test_shipper_din_and_coi_barcodes_decode(shipper_pdf: bytes, work: Path) -> None:
     png = rasterise(shipper_pdf, work / "shipper")[0]
-    assert sorted(decode_code128(png)) == sorted(barcode_strings(SYRINGE).values())
+    assert sorted(decode_code128(png)) == sorted([DIN.code, COI.code])
     assert media_boxes(shipper_pdf) == [(pytest.approx(288.0), pytest.approx(288.0))]  # 4 x 4 in
+
+
+def test_the_shipper_says_where_it_goes_how_to_handle_it_and_not_who_it_is_for(
+    shipper_pdf: bytes, work: Path
+) -> None:
+    text = pdf_text(shipper_pdf, work / "shipper-text")
+    for expected in [
+        "SHIP FROM",
+        "Human Cellular Therapy Laboratory",
+        *ADDRESS_LINES,
+        "SHIP TO",
+        "Jacksonville clinical site",
+        *SHIP_TO_LINES,
+        "24-hour contact: +1 507-555-0100",
+        "Ship at 15–25 °C. Do not refrigerate or freeze.",
+        "Ship date: 2026-11-26",
+        "Do not X-ray",
+        "Study ID: ALS-001",
+        "EXP: 2026-11-26 18:30 CST",
+        "FOR AUTOLOGOUS USE ONLY",
+        CAUTION,
+    ]:
+        assert expected in text, expected
+    assert re.search(rf"A9999 26 000042 ?{DIN.check_character}\b", text), "DIN with its check character"
+    assert re.search(rf"A9999 26 ABC123 ?{COI.check_character}\b", text), "COI with its check character"
+    # outside a package in transit: no name, no date of birth, nor anything of the syringe's dose
+    for private in ["Jordan", "Example", "1961", "DOB", "Dose"]:
+        assert private not in text, private
+
+
+def test_a_study_may_allow_the_name_and_date_of_birth_on_the_shipper(work: Path) -> None:
+    require_tool("gs", "Ghostscript runs treepoem's DataMatrix encoder")
+    label = replace(SHIPPER, subject_name="Jordan Example", date_of_birth=date(1961, 4, 12))
+    assert_layout_ok(layout_shipper_label(label), SHIPPER_STOCK)
+    text = pdf_text(render_shipper_label(label), work / "shipper-identified")
+    assert "Jordan Example" in text and "DOB: 1961-04-12" in text
+    with pytest.raises(LabelError, match="name and date of birth together"):
+        replace(SHIPPER, subject_name="Jordan Example")
 
 
 def test_shipper_datamatrix_decodes_to_exactly_the_compound_message(shipper_pdf: bytes, work: Path) -> None:
     require_tool("dmtxread", "decodes the DataMatrix")  # an independent decoder (libdmtx), not the encoder
-    placed = layout_shipper_label(SYRINGE)
+    placed = layout_shipper_label(SHIPPER)
     assert_layout_ok(placed, SHIPPER_STOCK)
     (symbol,) = [p for p in placed if p.kind == "datamatrix"]
-    assert symbol.data == compound_message(SYRINGE)
+    assert symbol.data == compound_message(SHIPPER)
     # crop the symbol (quiet zone included) plus 1 mm, in 300 dpi pixels from the top-left corner
     px = 300 / 25.4
     box = symbol.box
@@ -386,8 +569,8 @@ def test_shipper_datamatrix_decodes_to_exactly_the_compound_message(shipper_pdf:
         int((box.h + 2) * px),
     )
     png = rasterise(shipper_pdf, work / "datamatrix", crop=crop)[0]
-    result = subprocess.run(["dmtxread", str(png)], capture_output=True, text=True, timeout=60)
-    assert result.stdout == compound_message(SYRINGE)
+    result = subprocess.run(["dmtxread", "-N1", str(png)], capture_output=True, text=True, timeout=60)
+    assert result.stdout == compound_message(SHIPPER)
 
 
 def test_compound_message_format() -> None:
@@ -403,7 +586,7 @@ def test_same_input_gives_byte_identical_pdfs(
 ) -> None:
     assert render_syringe_label(SYRINGE) == syringe_pdf
     assert render_container_labels(CONTAINERS) == container_pdf
-    assert render_shipper_label(SYRINGE) == shipper_pdf
+    assert render_shipper_label(SHIPPER) == shipper_pdf
 
 
 # --- building blocks ------------------------------------------------------------------------------------
@@ -456,7 +639,11 @@ def test_fit_text_shrinks_then_wraps_then_refuses() -> None:
 
 def test_unprintable_characters_are_refused_not_printed_as_boxes() -> None:
     with pytest.raises(UnprintableCharacter, match="subject_name.*U\\+6F22"):
-        layout_syringe_label(replace(SYRINGE, subject_name="Jordan 漢"))
+        layout_syringe_label(with_name(SYRINGE, "Jordan 漢"))
+    with pytest.raises(LabelError, match="PatientIdentifier.value"):
+        PatientIdentifier("name", " ")
+    with pytest.raises(LabelError, match="PatientIdentifier.kind 'ssn'"):
+        PatientIdentifier("ssn", "123-45-6789")
     assert fit_text("Łukasz Ørsted-Ñúñez", SANS, 60, 8, 6).lines == ("Łukasz Ørsted-Ñúñez",)
 
 
@@ -466,8 +653,13 @@ def test_unprintable_characters_are_refused_not_printed_as_boxes() -> None:
         ({"expiry_text": "2026-11-27 18:30 CST"}, "does not start with the encoded expiry"),
         ({"din_code": PRODUCT.code}, "din_code"),
         ({"coi_code": "&/CHA999926ABC12"}, "coi_code"),
-        ({"subject_name": "  "}, "subject_name"),
         ({"route": "Intra\nthecal"}, "single line"),
+        ({"patient_identifiers": (NAME,)}, "two different kinds"),
+        ({"patient_identifiers": (NAME, NAME)}, "two different kinds"),
+        ({"dose_cells": 5.0e7 * 1.05}, "is not the concentration"),
+        ({"volume_ml": 0.0}, "volume_ml must be positive"),
+        ({"injection_number": 5}, "injection 5 of 4 does not exist"),
+        ({"ind_number": " "}, "ind_number"),
     ],
 )
 def test_inconsistent_label_data_is_refused(change: dict[str, Any], message: str) -> None:
@@ -545,9 +737,8 @@ def test_every_syringe_barcode_keeps_the_full_module_width(serial: str) -> None:
 def test_the_renderer_describes_the_real_stock() -> None:
     # Issue 9: render.py's first line said the syringe stock was 4 x 2 in; it is 4 x 3 in.
     from labels import render
-    from labels.data import CONTAINER_STOCK, SHIPPER_STOCK, SYRINGE_STOCK
 
     first_line = (render.__doc__ or "").splitlines()[0]
-    for stock in (CONTAINER_STOCK, SHIPPER_STOCK, SYRINGE_STOCK):
+    for stock in (CONTAINER_STOCK, CRYOVIAL_STOCK, SHIPPER_STOCK, SYRINGE_STOCK):
         size = f"{stock.width_mm / 25.4:g} x {stock.height_mm / 25.4:g} in"
         assert size in stock.name and size in first_line, (size, first_line)

@@ -26,6 +26,19 @@ def test_the_aamsc_study_loads_with_the_protocol_facts() -> None:
     assert "investigational use" in study.labels.investigational
 
 
+def test_the_labels_study_data() -> None:
+    # Issue 9: what the syringe and the shipper print comes from the study, not from code.
+    study = load_study("aamsc")
+    assert (study.protocol_number, study.ind_number) == ("NCT03268603", "999999")  # IND: a TEST value
+    assert study.labels.handling == "Do not shake. Do not filter. Do not irradiate."
+    assert study.labels.patient_identifiers == ("name", "date_of_birth")
+    assert study.product.intermediate_description_code == "S9998"  # TEST value, like S9999
+    assert "Do not X-ray" in study.shipper.handling
+    assert study.shipper.contact_phone and study.shipper.temperature
+    assert study.shipper.show_name_and_date_of_birth is False
+    assert study.label_stock.cryovial == (50.8, 38.1, 1.5)
+
+
 @pytest.mark.parametrize(
     ("original", "replacement", "message"),
     [
@@ -63,6 +76,46 @@ def test_the_aamsc_study_loads_with_the_protocol_facts() -> None:
             "study.subject_id_example 'X1' does not",
         ),
         ("[labels]", "[labelz]", "labels is missing"),
+        ("[shipper]", "[shipperz]", "shipper is missing"),
+        (
+            'patient_identifiers = ["name", "date_of_birth"]',
+            'patient_identifiers = ["name", "ssn"]',
+            "labels.patient_identifiers must be two different identifiers from ['date_of_birth',",
+        ),
+        (
+            'patient_identifiers = ["name", "date_of_birth"]',
+            'patient_identifiers = ["name", "name"]',
+            "labels.patient_identifiers must be two different",
+        ),
+        (
+            'patient_identifiers = ["name", "date_of_birth"]',
+            'patient_identifiers = ["name"]',
+            "labels.patient_identifiers must be two different",
+        ),
+        (
+            'handling = "Do not shake. Do not filter. Do not irradiate."',
+            'handling = " "',
+            "labels.handling must be a non-empty string",
+        ),
+        (
+            "show_name_and_date_of_birth = false",
+            'show_name_and_date_of_birth = "no"',
+            "shipper.show_name_and_date_of_birth must be true or false",
+        ),
+        ('contact_phone = "+1', 'contact_phone_24h = "+1', "shipper.contact_phone must be"),
+        ('ind_number = "999999"', 'ind_number = "IND 12"', "study.ind_number 'IND 12' is not an IND number"),
+        ('protocol_number = "NCT03268603"', "protocol_number = 1", "study.protocol_number must be"),
+        (
+            'intermediate_description_code = "S9998"',
+            'intermediate_description_code = "S9999"',
+            "product.intermediate_description_code must differ from the final product's code",
+        ),
+        (
+            'intermediate_description_code = "S9998"',
+            'intermediate_description_code = "X1"',
+            "product.intermediate_description_code does not make an ISBT 128 product code",
+        ),
+        ("cryovial = [50.8, 38.1, 1.5]", "", "label_stock.cryovial must be [width, height"),
         ('code = "NCT03268603"', "code = 42", "study.code must be a non-empty string"),
         (
             "syringe = [101.6, 76.2, 2.0]",

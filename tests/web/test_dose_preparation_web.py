@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from mfg import clock
 from mfg.audit import service as audit_service
+from mfg.custody.models import Container
 from mfg.dosing import service as order_service
 from mfg.dosing.models import DoseOrder, FinalProduct
 from mfg.process import batches
@@ -97,3 +98,38 @@ def test_a_dose_is_prepared_and_labelled_through_the_terminal(
     assert product is not None and product.status == "awaiting_release"
     assert session.get(DoseOrder, order_id).status == "in_preparation"  # type: ignore[union-attr]
     assert audit_service.verify(session).ok
+
+
+def test_cryovial_labels_print_apart_on_the_cryovial_stock(
+    app: Flask, session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
+) -> None:
+    """Issue 9: a bank vial carries the intermediate product code, on its own (cryogenic, taller) stock."""
+    batch = batches.start_batch(session, world.users["coordinator"], subject, study)
+    session.commit()
+    for step_key, iteration in STEP_SEQUENCE:
+        run_step(session, world, study, batch, bench, step_key, iteration)
+    batch_id = batch.id
+    stored = session.scalars(
+        select(Container).where(Container.kind == "cryovial", Container.status == "stored")
+    ).all()
+    flask = session.scalar(select(Container).where(Container.kind == "culture_flask"))
+    assert stored and flask is not None
+    flask_id = flask.scan_id
+    session.rollback()
+    tech = app.test_client()
+    assert login(tech, "technician").status_code == 302
+    assert "Print cryovial labels" in tech.get(f"/bench/batches/{batch_id}").text
+    vials = tech.post(f"/bench/batches/{batch_id}/labels", data={"stock": "cryovial"})
+    assert vials.status_code == 200 and vials.mimetype == "application/pdf"
+    assert vials.data.count(b"/MediaBox [ 0 0 144 108 ]") == len(stored)  # 2 x 1.5 in
+    # the other button prints the open flasks and tubes on the container stock: after banking, none
+    rest = tech.post(f"/bench/batches/{batch_id}/labels")
+    assert rest.status_code == 422 and "no container to label" in rest.text
+    flask_label = tech.post(f"/bench/batches/{batch_id}/labels", data={"container": flask_id})
+    assert flask_label.data.count(b"/MediaBox [ 0 0 144 72 ]") == 1  # 2 x 1 in
+    mixed = tech.post(
+        f"/bench/batches/{batch_id}/labels",
+        data={"container": [stored[0].scan_id, flask_id], "reason": "smudged"},
+    )
+    assert mixed.status_code == 422
+    assert "print the cryovials and the other containers separately" in mixed.text
