@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from mfg import clock
 from mfg.audit import service as audit_service
+from mfg.audit.models import AuditEvent
 from mfg.errors import NotFound, PermissionRefused, Refusal, SignatureRefused, ValidationRefused
 from mfg.identity import passwords, rules
 from mfg.identity.models import Signature, User
@@ -305,8 +307,9 @@ def sign(
     session.flush()
     entity_type = audit_service.entity_type_of(obj)
     entity_id = audit_service.entity_id_of(obj)
-    content_sha256 = rules.content_sha256(entity_type, entity_id, signed_content(obj, meaning))
-    _refuse_a_replay(session, entity_type, entity_id, meaning, content_sha256)
+    content = signed_content(obj, meaning)
+    content_sha256 = rules.content_sha256(entity_type, entity_id, content)
+    _refuse_a_replay(session, entity_type, entity_id, meaning, content_sha256, content)
     signature = Signature(
         signer_id=signer.id,
         printed_name=signer.full_name,
@@ -322,19 +325,28 @@ def sign(
 
 
 def _refuse_a_replay(
-    session: Session, entity_type: str, entity_id: str, meaning: str, content_sha256: str
+    session: Session,
+    entity_type: str,
+    entity_id: str,
+    meaning: str,
+    content_sha256: str,
+    content: Mapping[str, Any],
 ) -> None:
-    """One signature of a meaning per version of a record: the same verification posted again is refused."""
-    earlier = session.scalar(
-        select(Signature)
-        .where(
-            Signature.entity_type == entity_type,
-            Signature.entity_id == entity_id,
-            Signature.meaning == meaning,
-            Signature.content_sha256 == content_sha256,
+    """One signature of a meaning per version of a record: the same verification posted again is refused. A
+    record changed and changed back is a new version (its earlier signature is invalid for good): it may be
+    signed again."""
+    earlier_ones = list(
+        session.scalars(
+            select(Signature).where(
+                Signature.entity_type == entity_type,
+                Signature.entity_id == entity_id,
+                Signature.meaning == meaning,
+                Signature.content_sha256 == content_sha256,
+            )
         )
-        .limit(1)
     )
+    changed_after = _changes_after(session, entity_type, earlier_ones)
+    earlier = next((sig for sig in earlier_ones if not changed_after(sig, content)), None)
     if earlier is not None:
         raise SignatureRefused(
             f"this version of the record is already signed '{meaning}' by {earlier.printed_name} "
@@ -362,25 +374,71 @@ class SignatureView:
 def signatures_for_many(
     session: Session, objs: Sequence[Any], signed_extras: Mapping[str, Any] | None = None
 ) -> dict[str, list[SignatureView]]:
-    """The signatures of many records of one type, by entity id, in one query (a page's worth)."""
+    """The signatures of many records of one type, by entity id, judged in three queries (a page's worth).
+
+    A signature is valid while the record's signed content hashes as it did, and no change to a signed field
+    was recorded after it: it binds to the version it signed, so a value changed and changed back leaves it
+    invalid for good (DESIGN §7)."""
     if not objs:
         return {}
     entity_type = audit_service.entity_type_of(objs[0])
     by_id = {audit_service.entity_id_of(obj): obj for obj in objs}
     views: dict[str, list[SignatureView]] = {entity_id: [] for entity_id in by_id}
     extras = signed_extras or {}
-    for signature in session.scalars(
-        select(Signature)
-        .where(Signature.entity_type == entity_type, Signature.entity_id.in_(list(by_id)))
-        .order_by(Signature.signed_at, Signature.id)
-    ):
+    signatures = list(
+        session.scalars(
+            select(Signature)
+            .where(Signature.entity_type == entity_type, Signature.entity_id.in_(list(by_id)))
+            .order_by(Signature.signed_at, Signature.id)
+        )
+    )
+    changed_after = _changes_after(session, entity_type, signatures)
+    for signature in signatures:
         obj = by_id[signature.entity_id]
         content = signed_content(obj, signature.meaning, extras.get(signature.entity_id))
         valid = rules.content_sha256(entity_type, signature.entity_id, content) == signature.content_sha256
-        views[signature.entity_id].append(
-            SignatureView(signature, valid, "" if valid else "the record has changed since it was signed")
-        )
+        why = "" if valid else "the record has changed since it was signed"
+        if valid and changed_after(signature, content):
+            valid, why = False, "the record was changed after it was signed (even if changed back since)"
+        views[signature.entity_id].append(SignatureView(signature, valid, why))
     return views
+
+
+def _changes_after(
+    session: Session, entity_type: str, signatures: list[Signature]
+) -> Callable[[Signature, Mapping[str, Any]], bool]:
+    """Whether a change to any of the signed fields was recorded after the signature's own audit event."""
+    if not signatures:
+        return lambda _signature, _content: False
+    signed_at_event = dict(
+        session.execute(
+            select(AuditEvent.entity_id, AuditEvent.id).where(
+                AuditEvent.entity_type == "signature",
+                AuditEvent.action == "create",
+                AuditEvent.entity_id.in_([str(sig.id) for sig in signatures]),
+            )
+        ).all()
+    )
+    first = min(signed_at_event.values(), default=0)
+    later: dict[str, list[tuple[int, set[str]]]] = {}
+    for entity_id, event_id, changes in session.execute(
+        select(AuditEvent.entity_id, AuditEvent.id, AuditEvent.changes).where(
+            AuditEvent.entity_type == entity_type,
+            AuditEvent.entity_id.in_({sig.entity_id for sig in signatures}),
+            AuditEvent.action != "create",
+            AuditEvent.id > first,
+        )
+    ):
+        later.setdefault(entity_id, []).append((event_id, set(json.loads(changes))))
+
+    def changed(signature: Signature, content: Mapping[str, Any]) -> bool:
+        since = signed_at_event.get(str(signature.id), 0)
+        return any(
+            event_id > since and fields & set(content)
+            for event_id, fields in later.get(signature.entity_id, [])
+        )
+
+    return changed
 
 
 def signatures_for(session: Session, obj: Any) -> list[SignatureView]:

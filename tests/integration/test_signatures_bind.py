@@ -149,3 +149,33 @@ def test_a_correction_after_later_steps_holds_every_later_step(
     ):
         run_step(session, world, study, batch, bench, "processing.separate")
     session.rollback()
+
+
+def test_an_enrollment_corrected_and_corrected_back_keeps_its_signatures_invalid(
+    session: Session, world: World, study: StudyDefinition
+) -> None:
+    """Issue 8: subjects were not covered. A name corrected A -> B -> A showed its enrollment and verification
+    signatures valid again; a signature binds to the version it signed, for good."""
+    from tests.conftest import enroll
+
+    subject = enroll(session, world, study, name="Jordan Example")
+    study_service.verify_enrollment(session, world.users["investigator"], PASSWORD, subject)
+    session.commit()
+    assert all(view.valid for view in identity_service.signatures_for(session, subject))
+    coordinator = world.users["coordinator"]
+    study_service.correct_subject(session, coordinator, subject, "typo in the source", name="Jordan Exampel")
+    session.commit()
+    views = identity_service.signatures_for(session, subject)
+    assert views and not any(view.valid for view in views)
+    study_service.correct_subject(
+        session, coordinator, subject, "the first name was right", name="Jordan Example"
+    )
+    session.commit()
+    views = identity_service.signatures_for(session, subject)
+    assert len(views) == 2 and not any(view.valid for view in views)
+    assert all("changed after it was signed" in view.why for view in views)
+    # a change to a field the signature does not cover leaves it valid: it is the signed version that counts
+    study_service.verify_enrollment(session, world.users["investigator"], PASSWORD, subject)
+    session.commit()
+    latest = identity_service.signatures_for(session, subject)[-1]
+    assert latest.valid
