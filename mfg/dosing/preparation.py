@@ -29,10 +29,10 @@ from mfg.errors import NotFound, ValidationRefused
 from mfg.identity import rules as identity_rules
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
-from mfg.process.batches import batch_mbr, current_values, role_values
+from mfg.process.batches import batch_mbr, current_values, latest_record, role_values
 from mfg.process.extensions import Capability, StepContext
 from mfg.process.mbr import FieldDef
-from mfg.process.models import Batch, Deviation, StepRecord
+from mfg.process.models import Batch, Deviation, FieldValue, StepRecord
 from mfg.process.rules import ParsedValue
 from mfg.process.versions import current_approved_mbr
 from mfg.study.definition import StudyDefinition
@@ -251,8 +251,12 @@ def settle_product(
     delivered: float,
     concentration: float,
     study: StudyDefinition,
+    *,
+    corrected: str = "",
 ) -> None:
-    """After the final count: the syringe is blocked when the dose is off or a viability deviation is open."""
+    """After the final count (or a correction of what it rests on): the syringe is blocked when the dose is
+    off, a viability deviation is open, or its labels were printed with another dose. Once blocked it stays
+    blocked: a correction never releases it (QA dispositions)."""
     product = product_of(session, batch)
     assert product is not None
     off = delivered / product.prescribed_cells - 1
@@ -267,21 +271,25 @@ def settle_product(
     )
     if low_viability is not None:
         reasons.append(f"viability below specification ({low_viability.number})")
+    if corrected and labels_printed(session, batch) and delivered != product.delivered_cells:
+        reasons.append(f"{corrected} after the labels were printed with the earlier dose: reprint them")
+    if product.status == "blocked" and product.block_reason:
+        reasons = [product.block_reason, *(r for r in reasons if r not in product.block_reason)]
     status = "blocked" if reasons else "awaiting_release"
     audit_service.update(
         session,
         actor,
         product,
-        reason="final count recorded",
+        reason=corrected or "final count recorded",
         action="final_count",
         delivered_cells=delivered,
         concentration_per_ml=concentration,
         status=status,
         block_reason="; ".join(reasons) or None,
     )
-    if reasons:
-        syringe = session.get(Container, product.syringe_id)
-        assert syringe is not None
+    syringe = session.get(Container, product.syringe_id)
+    assert syringe is not None
+    if reasons and syringe.status != "quarantined":
         audit_service.update(
             session,
             actor,
@@ -290,6 +298,52 @@ def settle_product(
             action="block",
             status="quarantined",
         )
+
+
+def resettle_after_correction(ctx: StepContext, record: StepRecord, field: FieldDef) -> None:
+    """A corrected drawn volume or final count changes the dose in the syringe: the product's volume, its
+    measured dose (a recomputed value beside the old one, with the reason) and its status follow."""
+    session, batch, study = ctx.session, ctx.batch, ctx.study
+    product = product_of(session, batch)
+    if product is None:
+        return
+    corrected = f"{field.label} corrected"
+    if ctx.step.role == "fill" and field.plan in PLANNED_VOLUMES:
+        fill = {
+            key: ParsedValue(row.value, row.number) for key, row in current_values(session, record).items()
+        }
+        volume = syringe_volume(fill, ctx.step.fields, study.dosing.overage_ml)
+        audit_service.update(session, ctx.user.username, product, reason=corrected, final_volume_ml=volume)
+    final_step = batch_mbr(session, batch).step_for_role("final_count")
+    final = latest_record(session, batch, final_step.key) if final_step is not None else None
+    if final is None or product.delivered_cells is None:
+        return
+    rows = current_values(session, final)
+    concentration = final_concentration(
+        {key: ParsedValue(row.value, row.number) for key, row in rows.items()}, study.dosing.max_count_cv
+    )
+    delivered = concentration * product.final_volume_ml
+    computed = next((f for f in final_step.fields if f.computes == "delivered_dose"), None)  # type: ignore[union-attr]
+    old = rows.get(computed.key) if computed is not None else None
+    if computed is not None and old is not None and old.number != delivered:
+        audit_service.create(
+            session,
+            ctx.user.username,
+            FieldValue(
+                step_record_id=final.id,
+                field_key=computed.key,
+                value=f"{delivered:.4g}",
+                number=delivered,
+                unit=computed.unit,
+                in_spec=abs(delivered / product.prescribed_cells - 1) <= study.dosing.tolerance,
+                entered_by_id=ctx.user.id,
+                entered_at=clock.now(),
+                supersedes_id=old.id,
+                correction_reason=f"recomputed: {corrected}",
+            ),
+            reason=f"recomputed: {corrected}",
+        )
+    settle_product(session, ctx.user.username, batch, delivered, concentration, study, corrected=corrected)
 
 
 def labels_printed(session: Session, batch: Batch) -> int:
@@ -411,6 +465,9 @@ class DosePreparation(Capability):
                 settle_product(
                     ctx.session, ctx.user.username, ctx.batch, delivered.number, concentration, ctx.study
                 )
+
+    def after_correction(self, ctx: StepContext, record: StepRecord, field: FieldDef) -> None:
+        resettle_after_correction(ctx, record, field)
 
     def after_close(self, ctx: StepContext) -> None:
         finish(ctx.session, ctx.user.username, ctx.batch)

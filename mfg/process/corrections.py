@@ -75,6 +75,7 @@ def correct_value(
         open_deviation(session, user.username, batch, record, entry, step)
     if step.critical and record.status == "done":
         _reopen(session, user, record, f.label)
+    capability_for(mbr).after_correction(ctx, record, f)
     return new_row
 
 

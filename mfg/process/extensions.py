@@ -84,6 +84,10 @@ class Capability:
     ) -> None:
         return None
 
+    def after_correction(self, ctx: StepContext, record: StepRecord, field: FieldDef) -> None:
+        """A value of ``record`` was corrected: bring what the capability derived from it up to date."""
+        return None
+
     def after_close(self, ctx: StepContext) -> None:
         return None
 

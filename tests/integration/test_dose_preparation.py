@@ -22,7 +22,7 @@ from mfg.dosing import bank, preparation, product_labels
 from mfg.dosing import service as order_service
 from mfg.dosing.models import DoseOrder, FinalProduct
 from mfg.errors import Refusal, ValidationRefused
-from mfg.process import batches, rules, versions
+from mfg.process import batches, corrections, rules, versions
 from mfg.process.mbr import packaged_mbr_text
 from mfg.process.models import Batch, Deviation, StepRecord
 from mfg.study.definition import StudyDefinition
@@ -523,3 +523,73 @@ def test_a_dose_batch_on_version_1_keeps_it(
     assert product.status == "awaiting_release"
     assert product.delivered_cells == pytest.approx(product.expected_cells, rel=1e-3)
     assert audit_service.verify(session).ok
+
+
+def test_a_corrected_final_count_or_volume_recomputes_the_delivered_dose(
+    session: Session, world: World, study: StudyDefinition, bench: Bench
+) -> None:
+    """A corrected final count left the delivered dose (and the product's status) as computed from the
+    old count; a corrected drawn volume left the syringe's volume."""
+    subject = _banked_subject(session, world, study, bench)
+    batch = _prepare(
+        session,
+        world,
+        study,
+        bench,
+        _order(session, world, study, subject),
+        **{"dose.final_count": {"post_fill_count": "1.0e7", "post_fill_count_2": "1.0e7"}},
+    )
+    product = preparation.product_of(session, batch)
+    assert product is not None and product.delivered_cells == pytest.approx(5.0e7)
+    final = batches.latest_record(session, batch, "dose.final_count")
+    assert final is not None
+    tech = world.users["technician"]
+
+    def correct(record: StepRecord, key: str, value: str) -> None:
+        row = batches.current_values(session, record)[key]
+        corrections.correct_value(session, tech, row, value, "transcription error", study)
+        session.commit()
+
+    # mean (1.1e7 + 1.0e7) / 2 = 1.05e7 x 5.0 mL = 5.25e7: +5 %, still within ±10 %
+    correct(final, "post_fill_count", "1.1e7")
+    assert product.delivered_cells == pytest.approx(5.25e7)
+    assert batches.current_values(session, final)["delivered_cells"].number == pytest.approx(5.25e7)
+    assert product.status == "awaiting_release"
+    # the fill's diluent was 0.2 mL more than typed: the syringe holds 5.2 mL, 1.05e7 x 5.2 = 5.46e7 (+9.2 %)
+    fill = batches.latest_record(session, batch, "dose.fill")
+    assert fill is not None
+    typed = batches.current_values(session, fill)["diluent_added"].number
+    assert typed is not None
+    correct(fill, "diluent_added", f"{typed + 0.2:.1f}")
+    assert product.final_volume_ml == pytest.approx(5.2)
+    assert product.delivered_cells == pytest.approx(1.05e7 * 5.2)
+    # and a second count corrected to 1.2e7: (1.1e7 + 1.2e7) / 2 x 5.2 = 5.98e7, +19.6 %: blocked
+    correct(final, "post_fill_count_2", "1.2e7")
+    assert product.status == "blocked" and "+19.6% from the prescribed" in (product.block_reason or "")
+    syringe = session.get(Container, product.syringe_id)
+    assert syringe is not None and syringe.status == "quarantined"
+    # a correction never releases a blocked syringe
+    correct(final, "post_fill_count_2", "1.0e7")
+    assert product.status == "blocked"
+    assert audit_service.verify(session).ok
+
+
+def test_a_dose_corrected_after_its_labels_were_printed_blocks_the_syringe(
+    session: Session, world: World, study: StudyDefinition, bench: Bench
+) -> None:
+    subject = _banked_subject(session, world, study, bench)
+    batch = _prepare(session, world, study, bench, _order(session, world, study, subject))
+    product = preparation.product_of(session, batch)
+    assert product is not None and product.status == "awaiting_release"
+    product_labels.print_product_labels(session, world.users["technician"], product, study, "")
+    session.commit()
+    final = batches.latest_record(session, batch, "dose.final_count")
+    assert final is not None
+    row = batches.current_values(session, final)["post_fill_count"]
+    assert row.number is not None
+    corrections.correct_value(
+        session, world.users["technician"], row, f"{row.number * 1.02:.4g}", "misread", study
+    )
+    session.commit()
+    assert product.status == "blocked"
+    assert "after the labels were printed with the earlier dose: reprint them" in (product.block_reason or "")
