@@ -71,9 +71,19 @@ def prepare(url: str, *, notes_to_stderr: bool = False) -> None:
     engine = make_engine(owner_url)
     _grant_application_role(url, owner_url, engine, note)
     path = audit_key.key_path()
+    if not path.exists():
+        with make_session_factory(engine)() as session:
+            keyed = audit_service.keyed_events_exist(session)
+        if keyed:
+            # A new key would leave every event written so far unverifiable and start a second chain of trust.
+            _fail(
+                f"no audit key at {path}, but this database's audit trail was written with one: put that key "
+                "back (or point MFG_AUDIT_KEY_FILE at it); a new key is made only for a trail that has none"
+            )
     if audit_key.create_key_file(path):
         note(f"audit key created at {path} (mode 0600): back it up, away from the database backups")
     audit_key.use_key(audit_key.load_key(path))
+    _require_the_trails_key(engine, path)
     with session_scope(make_session_factory(engine)) as session:
         covered = audit_service.introduce_key(session, _actor())
         drafts = [f"{v.code} v{v.version}" for v in versions.register_packaged(session, _actor())]
@@ -81,6 +91,17 @@ def prepare(url: str, *, notes_to_stderr: bool = False) -> None:
         note(f"audit trail keyed from here on; {covered} earlier events rest on its SHA-256 chain")
     for draft in drafts:
         note(f"master batch record {draft} registered as a draft: QA approves it before use")
+
+
+def _require_the_trails_key(engine: Engine, path: Path) -> None:
+    """Nothing is written under a key that did not write the trail (another facility's, a new one)."""
+    from mfg.audit import key as audit_key
+    from mfg.audit import service as audit_service
+
+    with make_session_factory(engine)() as session:
+        problem = audit_service.key_problem(session, audit_key.load_key(path))
+    if problem:
+        _fail(f"the audit key at {path} is not this database's: {problem}; put the right key back")
 
 
 def _grant_application_role(app_url: str, owner_url: str, owner: Engine, note: Callable[[str], None]) -> None:
@@ -151,6 +172,7 @@ def serve(host: str, port: int, threads: int, demo: bool) -> None:
 
     from mfg import create_app
 
+    _require_free_port(host, port)  # before the demo seeds anything
     url, engine = _engine()
     if demo:
         prepare(url)
@@ -165,10 +187,33 @@ def serve(host: str, port: int, threads: int, demo: bool) -> None:
             click.echo(f"  {username:<12} {role}")
     elif not database_is_current(engine, url):
         _fail("the database is not initialised or not at the latest migration: run `mfg init` first")
+    else:
+        from mfg.audit import key as audit_key
+
+        _require_the_trails_key(engine, audit_key.key_path())
     _warn_of_excess_rights(engine)
     app = create_app()
     click.echo(f"MFG terminal on http://{host}:{port}/  (Ctrl+C stops it)")
-    waitress.serve(app, host=host, port=port, threads=threads, ident="mfg")
+    try:
+        waitress.serve(app, host=host, port=port, threads=threads, ident="mfg")
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def _require_free_port(host: str, port: int) -> None:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another --port)")
 
 
 def _warn_of_excess_rights(engine: Engine) -> None:

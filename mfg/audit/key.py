@@ -54,7 +54,10 @@ def load_key(path: Path) -> bytes:
     try:
         text = path.read_text().strip()
     except FileNotFoundError:
-        raise AuditKeyMissing(f"no audit key at {path}: run `mfg init` (or set MFG_AUDIT_KEY_FILE)") from None
+        raise AuditKeyMissing(
+            f"no audit key at {path}: point MFG_AUDIT_KEY_FILE at the key this database was written with "
+            "(a new installation: run `mfg init`, which makes one)"
+        ) from None
     except OSError as exc:
         raise AuditKeyMissing(f"cannot read the audit key at {path}: {exc.strerror}") from None
     try:

@@ -208,6 +208,21 @@ def chain_head(session: Session) -> AuditEvent | None:
     ).first()
 
 
+def key_problem(session: Session, key: bytes) -> str:
+    """Empty when ``key`` wrote the trail's latest keyed event (or nothing is keyed yet), else why not: a
+    server, or an init, with another facility's key or a new one must not add to this trail."""
+    last_keyed = session.scalars(
+        select(AuditEvent).where(AuditEvent.hmac.is_not(None)).order_by(AuditEvent.id.desc()).limit(1)
+    ).first()
+    if last_keyed is None or last_keyed.hmac == rules.event_hmac(key, last_keyed.hash):
+        return ""
+    return f"audit event {last_keyed.id} was not written with this audit key"
+
+
+def keyed_events_exist(session: Session) -> bool:
+    return session.scalar(select(AuditEvent.id).where(AuditEvent.hmac.is_not(None)).limit(1)) is not None
+
+
 def event_hash_at(session: Session, event_id: int) -> str | None:
     return session.scalar(select(AuditEvent.hash).where(AuditEvent.id == event_id))
 

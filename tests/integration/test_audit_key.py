@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from mfg.audit import key as audit_key
 from mfg.audit import rules
 from mfg.audit import service as audit_service
 from mfg.audit.ddl import drop_triggers
@@ -264,3 +265,37 @@ def test_init_does_not_bless_unkeyed_events_on_a_keyed_trail(
     assert result.returncode == 0 and "earlier events" not in result.stdout
     code, lines = _verify(database_url, tmp_path)
     assert code == 1 and any(line.startswith(f"  audit event {forged}: unkeyed") for line in lines)
+
+
+def test_init_never_replaces_the_key_a_trail_was_written_with(
+    database_url: str, subject: Subject, tmp_path: Path
+) -> None:
+    """A new-user review: run from the wrong folder, verify said "run `mfg init`"; init then made a new key
+    for a trail of 598 keyed events, and the server wrote on under it."""
+    elsewhere = {"MFG_AUDIT_KEY_FILE": str(tmp_path / "elsewhere" / "audit.key")}
+    refused = run_cli(database_url, "init", env=elsewhere)
+    assert refused.returncode == 1
+    assert "this database's audit trail was written with one: put that key back" in refused.stderr
+    assert not (tmp_path / "elsewhere" / "audit.key").exists()
+
+
+def test_the_server_refuses_another_key(database_url: str, subject: Subject, tmp_path: Path) -> None:
+    other = tmp_path / "other.key"
+    audit_key.create_key_file(other)
+    started = run_cli(database_url, "serve", "--port", "0", env={"MFG_AUDIT_KEY_FILE": str(other)})
+    assert started.returncode == 1
+    assert "is not this database's: audit event" in started.stderr and "Traceback" not in started.stderr
+    again = run_cli(database_url, "init", env={"MFG_AUDIT_KEY_FILE": str(other)})
+    assert again.returncode == 1 and "is not this database's" in again.stderr
+
+
+def test_a_taken_port_is_one_line(database_url: str, subject: Subject, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(database_url, "serve", "--port", str(port), tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
