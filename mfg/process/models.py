@@ -155,6 +155,24 @@ class Deviation(Audited, Base):
 
     __tablename__ = "deviation"
     __table_args__ = (CheckConstraint("status IN ('open', 'assessed', 'closed')", name="status_known"),)
+    # The supervisor signs what was found and the assessment; QA signs that and the investigation. Neither
+    # covers the status, nor the later signer's fields: QA's closure must not invalidate the assessment.
+    _FOUND = (
+        "number",
+        "batch_id",
+        "step_record_id",
+        "subject_id",
+        "field_key",
+        "description",
+        "value",
+        "limit_text",
+        "critical",
+        "opened_at",
+    )
+    __signed_fields_by_meaning__ = {
+        "reviewed": (*_FOUND, "assessment", "assessed_by_id"),
+        "approved": (*_FOUND, "assessment", "assessed_by_id", "investigation", "root_cause", "closed_by_id"),
+    }
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     number: Mapped[str] = mapped_column(String(20), nullable=False, unique=True)

@@ -179,3 +179,29 @@ def test_an_enrollment_corrected_and_corrected_back_keeps_its_signatures_invalid
     session.commit()
     latest = identity_service.signatures_for(session, subject)[-1]
     assert latest.valid
+
+
+def test_closing_a_deviation_leaves_its_assessment_signature_valid(
+    session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
+) -> None:
+    """A new-user review: once QA closed a deviation, the supervisor's assessment showed INVALID ("the record
+    has changed since it was signed"): every closed deviation looked tampered with."""
+    batch = batches.start_batch(session, world.users["coordinator"], subject, study)
+    session.commit()
+    for step_key in ("collection.harvest", "collection.handoff", "receipt.accept"):
+        run_step(session, world, study, batch, bench, step_key)
+    values = {
+        **step_values(session, batch, "processing.digest", clock.now()),
+        "digestion_temperature": "39.5",
+    }
+    run_step(session, world, study, batch, bench, "processing.digest", values=values)
+    deviation = session.scalar(select(Deviation).where(Deviation.field_key == "digestion_temperature"))
+    assert deviation is not None
+    deviations.assess_deviation(session, world.users["supervisor"], PASSWORD, deviation, "probe drift")
+    session.commit()
+    deviations.close_deviation(
+        session, world.users["qa"], PASSWORD, deviation, "probe recalibrated", "sensor drift"
+    )
+    session.commit()
+    views = identity_service.signatures_for(session, deviation)
+    assert [(v.signature.meaning, v.valid) for v in views] == [("reviewed", True), ("approved", True)]
