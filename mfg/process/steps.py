@@ -27,7 +27,7 @@ from mfg.process.entries import FUTURE_SLACK, Entry, EntryContext, parse_entry, 
 from mfg.process.extensions import Capability, StepContext, capability_for
 from mfg.process.mbr import COMPUTED_TYPES, StepDef
 from mfg.process.models import Batch, FieldValue, StepRecord, Workstation
-from mfg.process.workstations import release_workstations, require_workstation
+from mfg.process.workstations import release_workstations, require_same_cabinet, require_workstation
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
 
@@ -55,6 +55,7 @@ def record_step(
     mbr = batch_mbr(session, batch)
     step, progress = _recordable_step(session, user, batch, step_key)
     require_workstation(session, batch, step, workstation)
+    require_same_cabinet(step, submission.values, workstation if step.at_workstation else None)
     entered_at = clock.now()
     ctx = StepContext(session, user, batch, mbr, step, study, _performed_at(submission, batch, entered_at))
     capability = capability_for(mbr)

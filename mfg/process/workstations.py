@@ -4,6 +4,8 @@ material comes in only after a signed line clearance.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -13,6 +15,8 @@ from mfg.custody import service as custody_service
 from mfg.errors import NotFound, ValidationRefused
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
+from mfg.materials import service as materials_service
+from mfg.materials.models import Equipment
 from mfg.process.batches import OPEN_STATUSES, get_batch
 from mfg.process.mbr import StepDef
 from mfg.process.models import Batch, LineClearance, Workstation
@@ -20,19 +24,38 @@ from mfg.process.rules import BatchStopped
 from mfg.study.models import Subject
 from mfg.text import checked_text, scan_code
 
+# A workstation is a biosafety cabinet of the equipment register: its code is the cabinet's asset tag, and
+# work happens there only while the cabinet is in service and in calibration (DESIGN §4).
+CABINET_TYPE = "biosafety cabinet"
+
 
 def register_workstation(session: Session, actor: str, code: str, name: str) -> Workstation:
     code = scan_code(code, "Workstation code", 40, entity_type="workstation").upper()
     name = checked_text(name, "Workstation name", 120, required=False, entity_type="workstation")
     if session.scalar(select(Workstation.id).where(Workstation.code == code)) is not None:
         raise ValidationRefused(f"workstation code {code!r} is taken", entity_type="workstation")
+    cabinet = session.scalar(select(Equipment).where(Equipment.asset_tag == code))
+    if cabinet is None or cabinet.equipment_type != CABINET_TYPE:
+        raise ValidationRefused(
+            f"{code} is not a {CABINET_TYPE} of the equipment register: a supervisor registers the cabinet "
+            "(Materials) before it becomes a workstation",
+            entity_type="workstation",
+        )
     return audit_service.create(session, actor, Workstation(code=code, name=name or code))
+
+
+def require_usable_cabinet(session: Session, workstation: Workstation) -> None:
+    """The cabinet must be in service and in calibration today (the same check as an equipment field)."""
+    materials_service.usable_equipment(
+        session, workstation.code, on=clock.local_now().date(), expected_type=CABINET_TYPE
+    )
 
 
 def find_workstation(session: Session, scanned: str) -> Workstation:
     workstation = session.scalar(select(Workstation).where(Workstation.code == scanned.strip().upper()))
     if workstation is None:
         raise NotFound(f"no workstation {scanned.strip()!r}", entity_type="workstation")
+    require_usable_cabinet(session, workstation)
     return workstation
 
 
@@ -108,6 +131,21 @@ def require_workstation(
             entity_type="batch",
             entity_id=str(batch.id),
         )
+    require_usable_cabinet(session, workstation)
+
+
+def require_same_cabinet(step: StepDef, scanned: Mapping[str, str], workstation: Workstation | None) -> None:
+    """A cabinet scanned in a step is the cabinet the terminal works at, not another one."""
+    if workstation is None:
+        return
+    for f in step.fields:
+        code = scanned.get(f.key, "").strip().upper()
+        if f.type == "equipment" and f.equipment_type == CABINET_TYPE and code and code != workstation.code:
+            raise ValidationRefused(
+                f"{f.label}: {code} is not the cabinet this terminal works at ({workstation.code})",
+                entity_type="workstation",
+                entity_id=str(workstation.id),
+            )
 
 
 def release_workstations(session: Session, actor: str, batch: Batch) -> None:

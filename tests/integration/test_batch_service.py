@@ -366,3 +366,40 @@ def test_an_entry_long_after_the_work_is_marked_late(
     session.commit()
     assert record.late
     assert (record.entered_at - record.performed_at) > timedelta(minutes=90)
+
+
+def test_the_cabinet_is_a_usable_biosafety_cabinet_of_the_register(
+    session: Session, world: World, study: StudyDefinition, subject: Subject, bench: Bench
+) -> None:
+    """A new-user review: BSC-02 out of service, and BSC-77 that is no equipment at all, were both accepted
+    as the terminal's cabinet, and a critical step was signed at the out-of-service one."""
+    from mfg.materials import service as materials_service
+    from mfg.materials.models import Equipment
+    from mfg.process.models import Workstation
+
+    with pytest.raises(Refusal, match="BSC-77 is not a biosafety cabinet of the equipment register"):
+        workstations.register_workstation(session, "admin", "BSC-77", "Cabinet 77")
+    session.rollback()
+    batch = batches.start_batch(session, world.users["coordinator"], subject, study)
+    session.commit()
+    for step_key in ("collection.harvest", "collection.handoff", "receipt.accept"):
+        run_step(session, world, study, batch, bench, step_key)
+    # the cabinet scanned in a step is the terminal's own
+    values = {**step_values(session, batch, "processing.digest", clock.now()), "cabinet": "BSC-02"}
+    with pytest.raises(Refusal, match=r"BSC-02 is not the cabinet this terminal works at \(BSC-01\)"):
+        run_step(session, world, study, batch, bench, "processing.digest", values=values)
+    session.rollback()
+    # a cabinet taken out of service stops the work at it, and cannot be chosen
+    cabinet = session.scalar(select(Equipment).where(Equipment.asset_tag == "BSC-01"))
+    assert cabinet is not None
+    materials_service.set_equipment_status(
+        session, world.users["supervisor"], cabinet, "out_of_service", "HEPA filter failed integrity test"
+    )
+    session.commit()
+    with pytest.raises(Refusal, match="BSC-01"):
+        run_step(session, world, study, batch, bench, "processing.digest")
+    session.rollback()
+    with pytest.raises(Refusal, match="BSC-01"):
+        workstations.find_workstation(session, "BSC-01")
+    assert batches.latest_record(session, batch, "processing.digest") is None
+    assert session.scalar(select(Workstation).where(Workstation.code == "BSC-01")) is not None
