@@ -73,6 +73,7 @@ def start_preparation(session: Session, user: User, order: DoseOrder, study: Stu
             entity_type="dose_order",
             entity_id=str(order.id),
         )
+    require_verified_bank(session, collection, order)
     check = bank.bank_status(session, subject, study, order)
     if not check.vials_to_thaw:
         raise ValidationRefused(
@@ -100,6 +101,25 @@ def start_preparation(session: Session, user: User, order: DoseOrder, study: Stu
     audit_service.create(session, user.username, batch)
     order_service.mark_in_preparation(session, user.username, order)
     return batch
+
+
+def require_verified_bank(session: Session, collection: Batch, order: DoseOrder) -> None:
+    """A corrected value of the bank's record waits for a second person (its verification was withdrawn):
+    no dose is made from that bank until it is verified, because the bank check reads those values."""
+    waiting = session.scalars(
+        select(StepRecord).where(
+            StepRecord.batch_id == collection.id, StepRecord.status == "awaiting_verification"
+        )
+    ).all()
+    if waiting:
+        mbr = batch_mbr(session, collection)
+        titles = ", ".join(sorted({mbr.step(record.step_key).title for record in waiting}))
+        raise ValidationRefused(
+            f"the cryobank's record has corrected values waiting for second-person verification ({titles}): "
+            "no dose is prepared from it until they are verified",
+            entity_type="dose_order",
+            entity_id=str(order.id),
+        )
 
 
 def order_of(session: Session, batch: Batch) -> DoseOrder:
@@ -157,6 +177,13 @@ def require_planned_vials(
     order = order_of(session, batch)
     subject = session.get(Subject, batch.subject_id)
     assert subject is not None
+    collection = session.scalar(
+        select(Batch).where(
+            Batch.subject_id == subject.id, Batch.division == "00", Batch.status == "cryobanked"
+        )
+    )
+    if collection is not None:
+        require_verified_bank(session, collection, order)
     planned = set(bank.bank_status(session, subject, study, order).vials_to_thaw)
     scanned = set(values["vials"].text.split()) if "vials" in values else set()
     if scanned == planned:

@@ -22,14 +22,14 @@ from mfg.dosing import bank, preparation, product_labels
 from mfg.dosing import service as order_service
 from mfg.dosing.models import DoseOrder, FinalProduct
 from mfg.errors import Refusal, ValidationRefused
-from mfg.process import batches, corrections, rules, versions
+from mfg.process import batches, corrections, rules, steps, versions
 from mfg.process.mbr import packaged_mbr_text
 from mfg.process.models import Batch, Deviation, StepRecord
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
 from mfg.web import batch_page
 from tests.bench_data import STEP_SEQUENCE, Bench, step_values
-from tests.conftest import PASSWORD, World, enroll, require_tool
+from tests.conftest import PASSWORD, World, enroll, make_user, require_tool
 from tests.integration.test_batch_service import run_step
 
 DOSE_STEPS = ["dose.thaw", "dose.wash", "dose.count", "dose.fill", "dose.inspect", "dose.final_count"]
@@ -593,3 +593,30 @@ def test_a_dose_corrected_after_its_labels_were_printed_blocks_the_syringe(
     session.commit()
     assert product.status == "blocked"
     assert "after the labels were printed with the earlier dose: reprint them" in (product.block_reason or "")
+
+
+def test_no_dose_from_a_bank_whose_corrected_value_awaits_verification(
+    session: Session, world: World, study: StudyDefinition, bench: Bench
+) -> None:
+    """A new-user review: a verified critical freeze value was corrected, and a dose was started from the bank
+    at once, its thaw planned from the unverified value."""
+    subject = _banked_subject(session, world, study, bench)
+    collection = session.scalar(select(Batch).where(Batch.subject_id == subject.id, Batch.division == "00"))
+    assert collection is not None
+    freeze = batches.latest_record(session, collection, "cryobank.freeze")
+    assert freeze is not None and freeze.status == "done"
+    row = batches.current_values(session, freeze)["cells_per_vial"]
+    assert row.number is not None
+    corrections.correct_value(
+        session, world.users["supervisor"], row, f"{row.number * 1.1:.4g}", "transcription", study
+    )
+    session.commit()
+    assert freeze.status == "awaiting_verification"
+    order = _order(session, world, study, subject)
+    with pytest.raises(Refusal, match=r"waiting for second-person verification \(Freeze the cell bank\)"):
+        preparation.start_preparation(session, world.users["technician"], order, study)
+    session.rollback()
+    # verified by someone other than the corrector
+    steps.verify_step(session, make_user(session, "supervisor", "sup2"), PASSWORD, freeze)
+    session.commit()
+    assert preparation.start_preparation(session, world.users["technician"], order, study) is not None
