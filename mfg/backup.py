@@ -272,4 +272,7 @@ def _run(tool: str, *args: str, env: dict[str, str]) -> None:
         lines = lines or [f"exit status {done.returncode}"]
         first = next((line for line in lines if "error:" in line), lines[0])
         name = Path(tool).name
-        raise BackupError(f"{name} failed: {first.removeprefix(f'{name}: ').removeprefix('error: ')}")
+        message = f"{name} failed: {first.removeprefix(f'{name}: ').removeprefix('error: ')}"
+        if "permission denied" in first and name == "pg_restore":
+            message += " (restore as the schema's owner: set MFG_ADMIN_DATABASE_URL)"
+        raise BackupError(message)

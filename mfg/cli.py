@@ -372,7 +372,8 @@ def report_verification(engine: Engine, key: bytes) -> None:
             "they are covered by the SHA-256 chain, not by HMACs"
         )
     if checkpoint_file.exists():
-        click.echo(f"held against {result.checkpoints} checkpoints in {checkpoint_file}")
+        plural = "" if result.checkpoints == 1 else "s"
+        click.echo(f"held against {result.checkpoints} checkpoint{plural} in {checkpoint_file}")
     else:
         click.echo(f"no checkpoint file at {checkpoint_file}: the chain's head is not anchored")
     if problems:

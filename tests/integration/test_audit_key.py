@@ -149,7 +149,7 @@ def test_a_chain_truncated_after_a_checkpoint_fails_verify(
     assert set(line) == {"event_id", "hash", "hmac", "at"} and line["event_id"] == head
     code, lines = _verify(database_url, tmp_path, MFG_CHECKPOINT_FILE=str(checkpoints))
     assert code == 0 and lines[-1] == f"audit trail intact: {head} events"
-    assert f"held against 1 checkpoints in {checkpoints}" in lines
+    assert f"held against 1 checkpoint in {checkpoints}" in lines
 
     # Drop the head: what remains is a well-keyed chain, and only the checkpoint remembers the lost event.
     with engine.begin() as conn:
