@@ -252,6 +252,12 @@ def local(dt: datetime) -> str:
     return clock.to_local(dt).strftime("%Y-%m-%dT%H:%M")
 
 
+def _cabinet_of(session: Session, batch: Batch) -> str:
+    """The cabinet the batch is open at (a step scans the terminal's own cabinet)."""
+    code = session.scalar(select(Workstation.code).where(Workstation.current_batch_id == batch.id))
+    return code or "BSC-01"
+
+
 def open_container(session: Session, batch: Batch, kind: str) -> str:
     container = session.scalar(
         select(Container)
@@ -289,7 +295,7 @@ def step_values(
         }
     if step_key == "processing.digest":
         return {
-            "cabinet": "BSC-01",
+            "cabinet": _cabinet_of(session, batch),
             "tissue_tube": open_container(session, batch, "tissue_tube"),
             "collagenase_lot": "LOT-COLL-1",
             "collagenase_concentration": "0.075",
