@@ -283,9 +283,12 @@ def sign(
     *,
     comment: str | None = None,
     threshold: int | None = None,
+    seen: str | None = None,
 ) -> Signature:
     """Apply an e-signature. The password is asked again every time (Part 11 §11.200). Wrong passwords count
-    towards the same lockout as logins: ``threshold``, by default the session's configured one."""
+    towards the same lockout as logins: ``threshold``, by default the session's configured one. ``seen`` is
+    the content hash of the version the signer's page showed (``content_hash``): a record changed since is
+    refused, so a signature covers what the signer looked at."""
     if threshold is None:
         threshold = lockout_threshold(session)
     rules.require_gmp_actor(signer.role)
@@ -309,6 +312,12 @@ def sign(
     entity_id = audit_service.entity_id_of(obj)
     content = signed_content(obj, meaning)
     content_sha256 = rules.content_sha256(entity_type, entity_id, content)
+    if seen is not None and seen != content_sha256:
+        raise SignatureRefused(
+            "the record changed after your page showed it: look at it again before you sign",
+            entity_type=entity_type,
+            entity_id=entity_id,
+        )
     _refuse_a_replay(session, entity_type, entity_id, meaning, content_sha256, content)
     signature = Signature(
         signer_id=signer.id,
@@ -322,6 +331,13 @@ def sign(
         comment=comment,
     )
     return audit_service.create(session, signer.username, signature)
+
+
+def content_hash(obj: Any, meaning: str, signed_extra: Any = None) -> str:
+    """What a ``meaning`` signature on ``obj`` would cover now, hashed: a page that offers the signature
+    sends it back as ``seen``."""
+    entity_type, entity_id = audit_service.entity_type_of(obj), audit_service.entity_id_of(obj)
+    return rules.content_sha256(entity_type, entity_id, signed_content(obj, meaning, signed_extra))
 
 
 def _refuse_a_replay(

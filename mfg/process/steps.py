@@ -312,8 +312,11 @@ def _create_containers(
     return created
 
 
-def verify_step(session: Session, verifier: User, password: str, record: StepRecord) -> None:
-    """Second-person verification of a critical step, at the same terminal, with the verifier's password."""
+def verify_step(
+    session: Session, verifier: User, password: str, record: StepRecord, *, seen: str | None = None
+) -> None:
+    """Second-person verification of a critical step, at the same terminal, with the verifier's password.
+    ``seen``: the content hash of the values the verifier's page showed (a correction since is refused)."""
     identity_service.require_can_act(verifier)
     batch = get_batch(session, record.batch_id)
     step = batch_mbr(session, batch).step(record.step_key)
@@ -344,7 +347,7 @@ def verify_step(session: Session, verifier: User, password: str, record: StepRec
             entity_type="step_record",
             entity_id=str(record.id),
         )
-    identity_service.sign(session, verifier, password, "verified", record, comment=step.title)
+    identity_service.sign(session, verifier, password, "verified", record, comment=step.title, seen=seen)
     audit_service.update(
         session,
         verifier.username,

@@ -93,12 +93,15 @@ def _record_views(
     users: dict[int, User],
 ) -> list[dict[str, Any]]:
     """Each step record with its values (history and current) and signatures, loaded in bulk."""
-    signatures = identity_service.signatures_for_many(
-        session, records, {str(r.id): signed_values(values.get(r.id, [])) for r in records}
-    )
+    signed = {str(r.id): signed_values(values.get(r.id, [])) for r in records}
+    signatures = identity_service.signatures_for_many(session, records, signed)
     return [
         {
             "record": record,
+            # what the verifier's form sends back: the version of the values this page shows
+            "seen": identity_service.content_hash(record, "verified", signed[str(record.id)])
+            if record.status == "awaiting_verification"
+            else "",
             "step": mbr.step(record.step_key),
             "history": values.get(record.id, []),
             "current": current_of(values.get(record.id, [])),

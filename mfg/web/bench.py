@@ -202,7 +202,7 @@ def verify(record_id: int) -> Any:
     record = get_record(StepRecord, record_id, "step record")
     batch_id = record.batch_id
     verifier = identity_service.find_signer(db(), request.form.get("username", ""))
-    steps.verify_step(db(), verifier, request.form.get("password", ""), record)
+    steps.verify_step(db(), verifier, request.form.get("password", ""), record, seen=request.form.get("seen"))
     flash("Verified by a second person.", "ok")
     return redirect(url_for("bench.batch", batch_id=batch_id))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -397,3 +398,46 @@ def test_container_labels_decode_and_every_print_is_recorded(
         (True, "label smudged")
     ] * 2
     assert audit_service.verify(session).ok
+
+
+def test_a_verification_covers_the_values_the_verifier_saw(
+    terminal: Terminal, session: Session, subject: Subject, bench: Bench
+) -> None:
+    """A red-team review: the verifier opened the page showing one value, the performer corrected it, and the
+    verifier's signature then covered the corrected value, which they never saw."""
+    batch = _start(terminal, session, subject)
+    for step_key in ("collection.harvest", "collection.handoff"):
+        assert _record(terminal, session, batch, step_key)[0] == 302
+    tech, supervisor = terminal("technician"), terminal("supervisor")
+    batch_id = batch.id
+    tech.post(f"/bench/batches/{batch_id}/open")
+    values = step_values(session, batch, "receipt.accept", clock.now())
+    session.rollback()
+    assert tech.post(f"/bench/batches/{batch_id}/steps/receipt.accept", data=_form(values)).status_code == 302
+    page = supervisor.get(f"/bench/batches/{batch_id}").text
+    seen = re.search(r'name="seen" value="([0-9a-f]{64})"', page)
+    assert seen is not None
+    record = session.scalar(select(StepRecord).where(StepRecord.step_key == "receipt.accept"))
+    assert record is not None
+    record_id = record.id
+    row = batches.current_values(session, record)["arrival_temperature"]
+    row_id = row.id
+    session.rollback()
+    corrected = tech.post(f"/bench/values/{row_id}/correct", data={"new_value": "16", "reason": "misread"})
+    assert corrected.status_code == 302, corrected.text
+    stale = supervisor.post(
+        f"/bench/records/{record_id}/verify",
+        data={"username": "supervisor", "password": PASSWORD, "seen": seen.group(1)},
+    )
+    assert stale.status_code == 422 and "changed after your page showed it" in stale.text
+    session.rollback()
+    assert session.get(StepRecord, record_id).status == "awaiting_verification"  # type: ignore[union-attr]
+    fresh = re.search(
+        r'name="seen" value="([0-9a-f]{64})"', supervisor.get(f"/bench/batches/{batch_id}").text
+    )
+    assert fresh is not None and fresh.group(1) != seen.group(1)
+    verified = supervisor.post(
+        f"/bench/records/{record_id}/verify",
+        data={"username": "supervisor", "password": PASSWORD, "seen": fresh.group(1)},
+    )
+    assert verified.status_code == 302, verified.text
