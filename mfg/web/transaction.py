@@ -96,6 +96,12 @@ def actor_name() -> str:
 
 FORM_FIELDS_KEPT = 60  # more than any form of the system has: a flood of fields is not kept, only counted
 FORM_VALUE_KEPT = 200
+REFUSAL_TEXT_KEPT = 1000  # a refusal message or path on record: longer ones are cut, with their length
+
+
+def _kept(text: str, limit: int = REFUSAL_TEXT_KEPT) -> str:
+    """A refusal's text on record, bounded: a 400 kB path must not grow the append-only trail by 400 kB."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def _form_for_trail() -> dict[str, str]:
@@ -160,12 +166,12 @@ def record_refusal(refusal: Refusal) -> int:
                 actor=actor_name(),
                 action="refused",
                 entity_type=refusal.entity_type or "request",
-                entity_id=refusal.entity_id,
+                entity_id=_kept(refusal.entity_id, 120) if refusal.entity_id else refusal.entity_id,
                 detail={
-                    "message": refusal.message,
+                    "message": _kept(refusal.message),
                     "endpoint": request.endpoint or "",
                     "method": request.method,
-                    "path": request.path,
+                    "path": _kept(request.path),
                     "refusal": type(refusal).__name__,
                     "form": _form_for_trail(),
                 },

@@ -143,3 +143,23 @@ def test_a_batch_whose_stored_mbr_this_release_cannot_read_is_refused_by_name(
         versions.mbr_of(legacy)
     page = _client(app, "supervisor").get(f"/bench/batches/{old.id}")
     assert page.status_code == 422 and "AAMSC-MBR v99 as stored cannot be read" in page.get_data(as_text=True)
+
+
+def test_a_huge_refused_path_does_not_grow_the_trail_by_its_size(app, session) -> None:  # type: ignore[no-untyped-def]
+    """A red-team review: GET /api/subjects/by-coi/<400 kB> stored a 400 kB refusal event."""
+    from sqlalchemy import select
+
+    from mfg.audit.models import AuditEvent
+    from tests.conftest import login
+
+    client = app.test_client()
+    assert login(client, "coordinator").status_code == 302
+    response = client.get("/api/subjects/by-coi/" + "A" * 400_000)
+    assert response.status_code in (400, 404, 422)
+    session.rollback()
+    event = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "refused").order_by(AuditEvent.id.desc())
+    ).first()
+    assert event is not None
+    assert len(event.detail) + len(event.entity_id) < 5_000
+    assert "(400" in event.detail  # the length is on record
