@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 
 def lot_problem(
@@ -67,16 +67,25 @@ def calibration_problem(
     return ""
 
 
+#: no calibration interval is longer; a date further off is a typing error
+MAX_CALIBRATION_INTERVAL_DAYS = 5 * 366
+
+
 def calibration_entry_problem(*, result: str, calibrated_on: date, next_due: date | None, on: date) -> str:
     """Empty when a calibration as typed can be recorded on ``on``, else what is wrong with it."""
     if result not in ("pass", "fail"):
         return f"calibration result must be pass or fail, not {result!r}"
     if calibrated_on > on:
         return f"calibration date {calibrated_on.isoformat()} is in the future"
+    if calibrated_on < on - timedelta(days=MAX_CALIBRATION_INTERVAL_DAYS):
+        return f"calibration date {calibrated_on.isoformat()} is more than five years ago: check the year"
     if result == "fail":
         return "" if next_due is None else "a failed calibration has no next due date: leave it empty"
     if next_due is None:
         return "the next due date is required for a passing calibration"
     if next_due <= calibrated_on:
         return f"next due date {next_due.isoformat()} must come after the calibration date"
+    if next_due > calibrated_on + timedelta(days=MAX_CALIBRATION_INTERVAL_DAYS):
+        # 0001-01-01 to 9999-12-31 would count as calibrated for ever
+        return f"next due date {next_due.isoformat()} is more than five years after the calibration: check it"
     return ""

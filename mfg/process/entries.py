@@ -7,6 +7,7 @@ date on the day of use, equipment in calibration, a container this subject's and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -52,9 +53,15 @@ class EntryContext:
 Parser = Callable[[EntryContext, FieldDef, str], Entry]
 
 
+# What a datetime-local input sends (seconds optional); fromisoformat alone also takes week dates.
+DATETIME_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")
+
+
 def parse_local_datetime(raw: str, label: str) -> datetime:
     """Times are typed on the facility's wall clock (a datetime-local input) and stored in UTC."""
     try:
+        if not DATETIME_PATTERN.fullmatch(raw.strip()):
+            raise ValueError(raw)
         value = datetime.fromisoformat(raw.strip())
         when = clock.from_local(value)
     except (ValueError, OverflowError):

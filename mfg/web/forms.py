@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 from flask import abort, request
@@ -21,9 +22,16 @@ def text(name: str, label: str, *, required: bool = True, max_length: int = 500)
     return value
 
 
+# Python's fromisoformat also takes week dates (2026-W48-5) and compact ones (20261127): not what a date
+# input sends, and not what a person means.
+DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def iso_date(name: str, label: str) -> date:
     raw = text(name, label, max_length=20)
     try:
+        if not DATE_PATTERN.fullmatch(raw):
+            raise ValueError(raw)
         return date.fromisoformat(raw)
     except ValueError as exc:
         raise ValidationRefused(f"{label} {raw!r} is not a date (use YYYY-MM-DD)") from exc

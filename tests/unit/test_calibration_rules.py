@@ -76,3 +76,17 @@ def test_what_a_calibration_record_must_say(
 ) -> None:
     found = calibration_entry_problem(result=result, calibrated_on=calibrated_on, next_due=next_due, on=TODAY)
     assert found == problem
+
+
+def test_implausible_calibration_dates_are_refused() -> None:
+    """A red-team review: calibrated 0001-01-01, due 9999-12-31, counted as calibrated for ever."""
+    on = date(2026, 11, 28)
+    assert "more than five years ago" in calibration_entry_problem(
+        result="pass", calibrated_on=date(1, 1, 1), next_due=date(9999, 12, 31), on=on
+    )
+    assert "more than five years after the calibration" in calibration_entry_problem(
+        result="pass", calibrated_on=on, next_due=date(9999, 12, 31), on=on
+    )
+    assert (
+        calibration_entry_problem(result="pass", calibrated_on=on, next_due=date(2027, 11, 28), on=on) == ""
+    )

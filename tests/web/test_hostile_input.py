@@ -163,3 +163,23 @@ def test_a_huge_refused_path_does_not_grow_the_trail_by_its_size(app, session) -
     assert event is not None
     assert len(event.detail) + len(event.entity_id) < 5_000
     assert "(400" in event.detail  # the length is on record
+
+
+def test_week_and_compact_dates_are_not_dates(app, session) -> None:  # type: ignore[no-untyped-def]
+    """A red-team review: 2026-W48-5 and 20261127 were taken as dates (fromisoformat takes them), and a
+    passage's harvest time typed 2026-W01-1 became 2025-12-29."""
+    from mfg.process.entries import parse_local_datetime
+    from mfg.process.rules import FieldInputError
+
+    for typed in ("2026-W01-1T10:00", "20261127T10:00", "2026-11-27T10", "2026-11-27"):
+        with pytest.raises(FieldInputError, match="is not a date and time"):
+            parse_local_datetime(typed, "Harvested at")
+    assert parse_local_datetime("2026-11-27T10:00", "Harvested at").tzinfo is not None
+    from mfg.web import forms
+
+    for typed in ("2026-W48-5", "20261127"):
+        with (
+            app.test_request_context("/", method="POST", data={"d": typed}),
+            pytest.raises(Exception, match="is not a date"),
+        ):
+            forms.iso_date("d", "Calibrated on")
