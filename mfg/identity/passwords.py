@@ -36,6 +36,15 @@ def password_matches(password_hash: str, password: str) -> bool:
         return False
 
 
+def needs_rehash(password_hash: str) -> bool:
+    """Made with other settings than the server's: a login then costs another time than a refused one, which
+    tells an attacker the account exists. Rehashed at the next successful login."""
+    try:
+        return hasher().check_needs_rehash(password_hash)
+    except (InvalidHashError, ValueError):
+        return True
+
+
 _DUMMY_PASSWORD = "no account has this password; it only costs the time of a real check"
 
 

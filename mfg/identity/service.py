@@ -238,15 +238,21 @@ def authenticate(
         raise _refuse_account(user, "account locked" if user.locked else "account deactivated", where)
     if not passwords.password_matches(user.password_hash, password):
         raise _refuse_password(user, username, where, threshold, LOGIN_REFUSED, LoginRefused)
+    rehashed = (
+        {"password_hash": passwords.hash_password(password)}
+        if passwords.needs_rehash(user.password_hash)
+        else {}
+    )
     audit_service.update(
         session,
         user.username,
         user,
         action="login",
         reason="successful login",
-        detail={"where": where},
+        detail={"where": where, **({"rehashed": "with the server's Argon2 settings"} if rehashed else {})},
         failed_logins=0,
         last_login_at=clock.now(),
+        **rehashed,
     )
     return user
 

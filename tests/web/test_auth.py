@@ -622,3 +622,25 @@ def test_enrollment_at_the_manufacturing_facility_is_refused(
     assert response.status_code == 422
     assert "choose the clinical site where the subject was consented" in text_of(response)
     assert subject_count(session_factory) == 0
+
+
+def test_a_hash_made_with_other_settings_is_renewed_at_login(app, session, world) -> None:  # type: ignore[no-untyped-def]
+    """A red-team review: an account hashed with other Argon2 settings answered a wrong password in 1281 ms
+    against 63 ms for an unknown username. It is renewed with the server's settings at the next login."""
+    from argon2 import PasswordHasher
+
+    from mfg.audit import service as audit_service
+    from mfg.identity import passwords
+
+    user = world.users["technician"]
+    old = PasswordHasher(time_cost=2, memory_cost=2048, parallelism=1).hash(PASSWORD)
+    audit_service.update(session, "test", user, reason="an older release's hash", password_hash=old)
+    session.commit()
+    assert passwords.needs_rehash(user.password_hash)
+    client = app.test_client()
+    assert login(client, "technician").status_code == 302
+    session.rollback()
+    session.refresh(user)
+    assert not passwords.needs_rehash(user.password_hash)
+    assert passwords.password_matches(user.password_hash, PASSWORD)
+    assert audit_service.verify(session).ok
