@@ -99,7 +99,10 @@ def seed_demo(session: Session, actor: str) -> list[tuple[str, str]]:
             site_id=site.id,
             consent_date=date(2026, 10, 1),
         )
-        study_service.enroll_subject(session, coordinator, study, form, DEMO_PASSWORD)
+        enrolled = study_service.enroll_subject(session, coordinator, study, form, DEMO_PASSWORD)
+        investigator = session.scalar(select(User).where(User.username == "inv"))
+        assert investigator is not None
+        study_service.verify_enrollment(session, investigator, DEMO_PASSWORD, enrolled)
     if session.scalar(select(Workstation.id)) is None:
         qa = session.scalar(select(User).where(User.username == "qa"))
         supervisor = session.scalar(select(User).where(User.username == "super"))
@@ -506,6 +509,7 @@ def run_reference_scenario(
         consent_date=clock.today(),
     )
     subject = study_service.enroll_subject(session, users["coord"], study, form, DEMO_PASSWORD)
+    study_service.verify_enrollment(session, users["inv"], DEMO_PASSWORD, subject)
     batch = batches.start_batch(session, users["coord"], subject, study)
     cabinet = session.scalar(select(Workstation).where(Workstation.code == "BSC-02"))
     assert cabinet is not None

@@ -304,6 +304,8 @@ def enroll(
     study: StudyDefinition,
     study_subject_id: str = "ALS-001",
     name: str = "Jordan Example",
+    *,
+    verified: bool = True,
 ) -> Subject:
     form = study_service.EnrollmentForm(
         study_subject_id=study_subject_id,
@@ -314,6 +316,8 @@ def enroll(
         consent_date=date(2026, 10, 1),
     )
     subject = study_service.enroll_subject(session, world.users["coordinator"], study, form, PASSWORD)
+    if verified:  # a batch starts only from a verified enrollment
+        study_service.verify_enrollment(session, world.users["investigator"], PASSWORD, subject)
     session.commit()
     return subject
 

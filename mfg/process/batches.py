@@ -18,6 +18,7 @@ from mfg.process import rules
 from mfg.process.mbr import MasterBatchRecord
 from mfg.process.models import Batch, FieldValue, MbrVersion, StepRecord, current_of
 from mfg.process.versions import current_approved_mbr, mbr_of
+from mfg.study import service as study_service
 from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
 
@@ -34,6 +35,13 @@ def start_batch(session: Session, user: User, subject: Subject, study: StudyDefi
     if subject.status != "enrolled":
         raise ValidationRefused(
             f"{subject.study_subject_id} is {subject.status}: no new batch", entity_type="batch"
+        )
+    if not study_service.enrollment_verified(session, subject):
+        # The chain of identity starts from identity data a second person checked against the source.
+        raise ValidationRefused(
+            f"{subject.study_subject_id}'s enrollment is not verified by a second person (or was corrected "
+            "since): verify it before the collection",
+            entity_type="batch",
         )
     version = current_approved_mbr(session, study.processes.collection_mbr)
     open_batch = session.scalar(

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from labels import isbt128
 from mfg import clock
 from mfg.audit import service as audit_service
+from mfg.audit.models import AuditEvent
 from mfg.errors import NotFound, SignatureRefused, ValidationRefused
 from mfg.identity import rules as identity_rules
 from mfg.identity import service as identity_service
@@ -235,7 +236,9 @@ def correct_subject(
     return audit_service.update(session, user.username, subject, reason=reason, action="correct", **corrected)
 
 
-def verify_enrollment(session: Session, verifier: User, password: str, subject: Subject) -> None:
+def verify_enrollment(
+    session: Session, verifier: User, password: str, subject: Subject, *, seen: str | None = None
+) -> None:
     """A second person checks the subject's identity data against the source documents."""
     identity_service.require_can_act(verifier)
     if verifier.role not in (identity_rules.COORDINATOR, identity_rules.INVESTIGATOR):
@@ -251,4 +254,31 @@ def verify_enrollment(session: Session, verifier: User, password: str, subject: 
         verifier.username,
         f"the enrollment of {subject.study_subject_id}",
     )
-    identity_service.sign(session, verifier, password, "verified", subject, comment="enrollment verified")
+    corrector = session.scalar(
+        select(AuditEvent.actor)
+        .where(
+            AuditEvent.entity_type == "subject",
+            AuditEvent.entity_id == str(subject.id),
+            AuditEvent.action == "correct",
+        )
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+    if corrector == verifier.username:
+        raise SignatureRefused(
+            f"{verifier.username} corrected {subject.study_subject_id}'s identity data: another person "
+            "verifies the correction",
+            entity_type="subject",
+            entity_id=str(subject.id),
+        )
+    identity_service.sign(
+        session, verifier, password, "verified", subject, comment="enrollment verified", seen=seen
+    )
+
+
+def enrollment_verified(session: Session, subject: Subject) -> bool:
+    """A second person's verification of the identity data as they are now (a correction since voids it)."""
+    return any(
+        view.valid and view.signature.meaning == "verified"
+        for view in identity_service.signatures_for(session, subject)
+    )

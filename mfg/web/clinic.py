@@ -105,6 +105,7 @@ def _subject_page(subject: Subject, *, error: str = "", status: int = 200) -> An
         trail=trail,
         coi=study_service.coi_of(subject),
         signatures=identity_service.signatures_for(session_, subject),
+        seen=identity_service.content_hash(subject, "verified"),
         sites=study_service.clinical_sites(session_),
         study=study,
         batches=session_.scalars(
@@ -159,7 +160,9 @@ def correct(subject_id: int) -> Any:
 def verify(subject_id: int) -> Any:
     subject_ = study_service.get_subject(db(), subject_id)
     signer = identity_service.find_signer(db(), request.form.get("username", ""))
-    study_service.verify_enrollment(db(), signer, request.form.get("password", ""), subject_)
+    study_service.verify_enrollment(
+        db(), signer, request.form.get("password", ""), subject_, seen=request.form.get("seen")
+    )
     flash("Enrollment verified by a second person.", "ok")
     return redirect(url_for("clinic.subject", subject_id=subject_id))
 

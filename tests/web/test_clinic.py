@@ -21,8 +21,9 @@ from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.audit.models import AuditEvent
 from mfg.identity.models import Signature, User
+from mfg.study.definition import StudyDefinition
 from mfg.study.models import Subject
-from tests.conftest import PASSWORD, World, enrollment_form, login
+from tests.conftest import PASSWORD, World, enroll, enrollment_form, login, make_user
 
 WRONG = "not-the-password-1"
 
@@ -136,6 +137,12 @@ def test_enrollment_through_the_web_creates_the_subject_and_signs_it(
     ]
     assert "Second-person verification" in page
     audit_ok(session_factory)
+
+
+@pytest.fixture
+def subject(session: Session, world: World, study: StudyDefinition) -> Subject:
+    """An enrollment not verified yet: these tests verify (or try to) through the clinic's pages."""
+    return enroll(session, world, study, verified=False)
 
 
 def test_the_subject_list_shows_the_enrolled_subject(app: Flask, subject: Subject, world: World) -> None:
@@ -532,3 +539,35 @@ def test_the_api_finds_a_subject_by_coi(app: Flask, subject: Subject) -> None:
         "coi_check_character": check,
         "status": "enrolled",
     }
+
+
+def test_a_batch_starts_only_from_a_verified_enrollment(
+    session: Session, world: World, study: StudyDefinition, subject: Subject, bench: object
+) -> None:
+    """Both reviews: a batch started, and a dose was made, for an enrollment nobody verified; and whoever
+    corrected the identity data verified their own correction."""
+    from mfg.errors import Refusal
+    from mfg.process import batches
+    from mfg.study import service as study_service
+
+    with pytest.raises(Refusal, match="enrollment is not verified by a second person"):
+        batches.start_batch(session, world.users["coordinator"], subject, study)
+    session.rollback()
+    study_service.verify_enrollment(session, world.users["investigator"], PASSWORD, subject)
+    session.commit()
+    study_service.correct_subject(
+        session, world.users["investigator"], subject, "typo", name="Jordan Exampel"
+    )
+    session.commit()
+    # the correction voids the verification; the corrector cannot verify it
+    with pytest.raises(Refusal, match="enrollment is not verified"):
+        batches.start_batch(session, world.users["coordinator"], subject, study)
+    session.rollback()
+    with pytest.raises(Refusal, match="corrected ALS-001's identity data: another person verifies"):
+        study_service.verify_enrollment(session, world.users["investigator"], PASSWORD, subject)
+    session.rollback()
+    other = make_user(session, "coordinator", "coordinator3")
+    session.commit()
+    study_service.verify_enrollment(session, other, PASSWORD, subject)
+    session.commit()
+    assert batches.start_batch(session, world.users["coordinator"], subject, study) is not None
