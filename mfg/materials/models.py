@@ -15,7 +15,10 @@ CERTIFICATE_REF_MAX = 80
 
 
 class ReagentLot(Audited, Base):
-    """A received lot of a reagent or material; only released, in-date lots may be used."""
+    """A received lot of a reagent or material; only released, in-date lots may be used.
+
+    Received into quarantine; QA or QC then release or reject it once, by an e-signature of that meaning
+    over the whole row (``materials.service.set_lot_status``)."""
 
     __tablename__ = "reagent_lot"
     __table_args__ = (
