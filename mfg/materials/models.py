@@ -43,6 +43,9 @@ class Equipment(Audited, Base):
 
     __tablename__ = "equipment"
     __table_args__ = (CheckConstraint("status IN ('in_service', 'out_of_service')", name="status_known"),)
+    # A supervisor's "approved" signs a change of service status, not the calibration date: the next
+    # calibration moves the date without unsigning an item's return to service.
+    __signed_fields_by_meaning__ = {"approved": ("asset_tag", "equipment_type", "status")}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     asset_tag: Mapped[str] = mapped_column(String(40), nullable=False, unique=True)

@@ -155,10 +155,12 @@ def calibration_problem(session: Session, item: Equipment, on: date) -> str:
     )
 
 
-def set_equipment_status(session: Session, actor: User, item: Equipment, status: str, reason: str) -> None:
-    """Take an item out of service, or put it back: never past its calibration (only a calibration record
-    changes the date, ``record_calibration``)."""
-    _require_equipment_keeper(actor, "change the service status of equipment")
+def set_equipment_status(
+    session: Session, signer: User, password: str, item: Equipment, status: str, reason: str
+) -> Signature:
+    """Take an item out of service, or put it back, signed "approved" by a supervisor (password asked again):
+    never back past its calibration (only a calibration record changes the date, ``record_calibration``)."""
+    _require_equipment_keeper(signer, "change the service status of equipment")
     where = {"entity_type": "equipment", "entity_id": str(item.id)}
     if status not in EQUIPMENT_STATUSES:
         raise ValidationRefused(f"equipment status must be one of {', '.join(EQUIPMENT_STATUSES)}", **where)
@@ -169,7 +171,10 @@ def set_equipment_status(session: Session, actor: User, item: Equipment, status:
         problem = calibration_problem(session, item, clock.today())
         if problem:
             raise ValidationRefused(f"{item.asset_tag} cannot go back in service: {problem}", **where)
-    audit_service.update(session, actor.username, item, reason=reason, action="status", status=status)
+    audit_service.update(session, signer.username, item, reason=reason, action="status", status=status)
+    # "approved" says who signed, not what: the comment keeps which way the item went, and why
+    what = "put back in service" if status == "in_service" else "taken out of service"
+    return identity_service.sign(session, signer, password, "approved", item, comment=f"{what}: {reason}")
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ def _lot_form_again(refusal: Refusal, status: int, *, lot_id: int) -> Any:
 def _equipment_page(equipment_id: int, *, error: str = "", status: int = 200) -> Any:
     session_ = db()
     item = get_record(Equipment, equipment_id, "equipment")
+    status_signatures = identity_service.signatures_for(session_, item)
     calibrations = session_.scalars(
         select(EquipmentCalibration)
         .where(EquipmentCalibration.equipment_id == item.id)
@@ -69,6 +70,7 @@ def _equipment_page(equipment_id: int, *, error: str = "", status: int = 200) ->
         item=item,
         calibrations=calibrations,
         signatures=identity_service.signatures_for_many(session_, calibrations),
+        status_signatures=list(reversed(status_signatures)),  # the latest first, like the calibrations
         problem=materials_service.calibration_problem(session_, item, clock.today()),
         results=CALIBRATION_RESULTS,
         certificate_max=CERTIFICATE_REF_MAX,
@@ -177,9 +179,10 @@ def equipment_status(equipment_id: int) -> Any:
     materials_service.set_equipment_status(
         db(),
         signed_in_user(),
+        request.form.get("password", ""),
         item,
         forms.text("status", "Status", max_length=20),
         forms.text("reason", "Reason"),
     )
-    flash(f"{item.asset_tag} is now {item.status.replace('_', ' ')}.", "ok")
+    flash(f"{item.asset_tag} is now {item.status.replace('_', ' ')}, signed.", "ok")
     return redirect(url_for("materials.equipment", equipment_id=item.id))

@@ -26,7 +26,7 @@ from mfg.audit.models import AuditEvent
 from mfg.errors import PermissionRefused, ValidationRefused
 from mfg.identity.models import Signature, User
 from mfg.materials import service as materials_service
-from mfg.materials.models import ReagentLot
+from mfg.materials.models import Equipment, ReagentLot
 from tests.bench_data import Bench
 from tests.conftest import PASSWORD, World, login
 
@@ -269,3 +269,76 @@ def test_only_qa_or_qc_sign_a_lot_release(session: Session, world: World, bench:
     with pytest.raises(ValidationRefused, match="Reason is required"):
         materials_service.set_lot_status(session, world.users["qa"], PASSWORD, lot, "released", " ")
     session.rollback()
+
+
+# --- equipment: out of service and back, signed by the supervisor ------------------------------------------
+
+
+def _equipment(session_factory: sessionmaker[Session], equipment_id: int) -> Equipment:
+    with session_factory() as s:
+        item = s.get(Equipment, equipment_id)
+        assert item is not None
+        s.expunge(item)
+        return item
+
+
+def test_equipment_goes_out_of_service_and_back_with_signatures(
+    app: Flask, world: World, bench: Bench, session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    item_id = bench.equipment["INC-01"].id
+    supervisor = _client(app, "supervisor")
+    out = supervisor.post(
+        f"/materials/equipment/{item_id}/status",
+        data={"status": "out_of_service", "reason": "door seal torn", "password": PASSWORD},
+    )
+    assert out.status_code == 302, out.text[:2000]
+    assert _equipment(session_factory, item_id).status == "out_of_service"
+    back = supervisor.post(
+        f"/materials/equipment/{item_id}/status",
+        data={"status": "in_service", "reason": "seal replaced", "password": PASSWORD},
+    )
+    assert back.status_code == 302, back.text[:2000]
+    signatures = _signatures(session_factory, "equipment", item_id)
+    assert [s.meaning for s in signatures] == ["approved", "approved"]
+    assert [s.comment for s in signatures] == [
+        "taken out of service: door seal torn",
+        "put back in service: seal replaced",
+    ]
+    page = supervisor.get(back.headers["Location"]).text
+    status_section = page[page.index("<h2>Service status</h2>") : page.index("Record a calibration")]
+    assert world.users["supervisor"].full_name in status_section
+    assert "put back in service: seal replaced" in status_section
+    assert "approved" in status_section and " UTC" in status_section
+    session.rollback()
+    assert audit_service.verify(session).ok
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("", "enter your password to sign"),
+        ("wrong-password-9", "password for supervisor is wrong: not signed"),
+    ],
+    ids=["no-password", "wrong-password"],
+)
+def test_an_unsigned_service_change_changes_nothing(
+    app: Flask,
+    world: World,
+    bench: Bench,
+    session_factory: sessionmaker[Session],
+    password: str,
+    message: str,
+) -> None:
+    item_id = bench.equipment["INC-01"].id
+    response = _client(app, "supervisor").post(
+        f"/materials/equipment/{item_id}/status",
+        data={"status": "out_of_service", "reason": "door seal torn", "password": password},
+    )
+    assert response.status_code == 422
+    assert message in response.text
+    assert 'value="door seal torn"' in response.text
+    assert _equipment(session_factory, item_id).status == "in_service"
+    assert _signatures(session_factory, "equipment", item_id) == []
+    with session_factory() as s:
+        user = s.scalar(select(User).where(User.username == "supervisor"))
+        assert user is not None and user.failed_logins == (1 if password else 0)
