@@ -154,7 +154,8 @@ class Bench:
 def set_up_bench(
     session: Session, qa: User, password: str, actor: str = "test-setup", supervisor: User | None = None
 ) -> Bench:
-    """Register and approve the MBR, lots (two deliberately unusable), equipment with its calibration records
+    """Register and approve the MBR, lots (released by ``qa``, signed; two deliberately unusable), equipment
+    with its calibration records
     (signed by ``supervisor``, by default the first supervisor on record; CEN-OLD's is past due) and two
     cabinets."""
     mbr = versions.register_mbr(session, actor, packaged_mbr_text())
@@ -181,8 +182,12 @@ def set_up_bench(
             catalogue_number="CAT-" + code[-6:],
             lot_number=code + "X",
             expiry_date=far,
-            status="released",
         )
+        materials_service.set_lot_status(
+            session, qa, password, lots[code], "released", "certificate of analysis reviewed"
+        )
+    # Released while in date, expired yesterday: seeded as released, since nobody may sign a release of an
+    # expired lot today (its register row says it has no signature on record).
     lots["LOT-COLL-OLD"] = materials_service.register_lot(
         session,
         actor,

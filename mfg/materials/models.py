@@ -15,7 +15,10 @@ CERTIFICATE_REF_MAX = 80
 
 
 class ReagentLot(Audited, Base):
-    """A received lot of a reagent or material; only released, in-date lots may be used."""
+    """A received lot of a reagent or material; only released, in-date lots may be used.
+
+    Received into quarantine; QA or QC then release or reject it once, by an e-signature of that meaning
+    over the whole row (``materials.service.set_lot_status``)."""
 
     __tablename__ = "reagent_lot"
     __table_args__ = (
@@ -40,6 +43,9 @@ class Equipment(Audited, Base):
 
     __tablename__ = "equipment"
     __table_args__ = (CheckConstraint("status IN ('in_service', 'out_of_service')", name="status_known"),)
+    # A supervisor's "approved" signs a change of service status, not the calibration date: the next
+    # calibration moves the date without unsigning an item's return to service.
+    __signed_fields_by_meaning__ = {"approved": ("asset_tag", "equipment_type", "status")}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     asset_tag: Mapped[str] = mapped_column(String(40), nullable=False, unique=True)

@@ -22,6 +22,30 @@ def lot_problem(
     return ""
 
 
+def lot_status_problem(
+    *, name: str, lot_number: str, status: str, new_status: str, expiry_date: date, on: date
+) -> str:
+    """Empty when a lot may go from ``status`` to ``new_status`` on ``on``, else why not.
+
+    QA or QC decide once, from quarantine: released or rejected. A rejected lot never comes back (a second
+    opinion on the same vials is how bad material gets used), and an expired lot is never released."""
+    lot = f"lot {lot_number} of {name}"
+    if new_status not in ("released", "rejected"):
+        return f"a lot goes from quarantine to released or rejected only, not to {new_status}"
+    if status == "rejected":
+        return (
+            f"{lot} was REJECTED: a rejected lot is quarantined for good and is never released or "
+            "decided again; receive a new lot"
+        )
+    if new_status == "released" and expiry_date < on:
+        return f"{lot} EXPIRED on {expiry_date.isoformat()}: an expired lot cannot be released"
+    if status == new_status:
+        return f"{lot} is already {status}"
+    if status != "quarantined":
+        return f"{lot} is {status}: only a quarantined lot is released or rejected"
+    return ""
+
+
 def equipment_problem(
     *,
     asset_tag: str,

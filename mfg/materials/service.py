@@ -13,8 +13,8 @@ from mfg import clock
 from mfg.audit import service as audit_service
 from mfg.errors import NotFound, PermissionRefused, Refusal, ValidationRefused
 from mfg.identity import service as identity_service
-from mfg.identity.models import User
-from mfg.identity.rules import ROLE_TITLES, SUPERVISOR
+from mfg.identity.models import Signature, User
+from mfg.identity.rules import QA, QC_ANALYST, ROLE_TITLES, SUPERVISOR
 from mfg.materials import rules
 from mfg.materials.models import (
     CERTIFICATE_REF_MAX,
@@ -29,6 +29,8 @@ from mfg.text import scan_code as checked_scan_code
 
 # Who keeps the equipment register and signs its calibrations: never an administrator.
 EQUIPMENT_KEEPERS = frozenset({SUPERVISOR})
+# Who releases and rejects reagent lots: a quality decision, never the supervisor who received the lot.
+LOT_RELEASERS = frozenset({QA, QC_ANALYST})
 
 
 class MaterialRefused(Refusal):
@@ -46,6 +48,8 @@ def register_lot(
     expiry_date: date,
     status: str = "quarantined",
 ) -> ReagentLot:
+    """Receive a lot into quarantine. ``status`` is for seeding the demo and tests only (the app never passes
+    it): a lot the app releases is released by ``set_lot_status``, signed."""
     scan_code = checked_scan_code(scan_code, "Label code", 40, entity_type="reagent_lot")
     name = checked_text(name, "Name", 200, entity_type="reagent_lot")
     catalogue_number = checked_text(catalogue_number, "Catalogue number", 60, entity_type="reagent_lot")
@@ -69,17 +73,34 @@ def register_lot(
     return audit_service.create(session, actor, lot)
 
 
-def set_lot_status(session: Session, actor: str, lot: ReagentLot, status: str, reason: str) -> None:
-    reason = checked_text(
-        reason, "Reason", FREE_TEXT_MAX, multiline=True, entity_type="reagent_lot", entity_id=str(lot.id)
-    )
-    if status not in LOT_STATUSES:
-        raise ValidationRefused(
-            f"lot status must be one of {', '.join(LOT_STATUSES)}",
-            entity_type="reagent_lot",
-            entity_id=str(lot.id),
+def set_lot_status(
+    session: Session, signer: User, password: str, lot: ReagentLot, status: str, reason: str
+) -> Signature:
+    """Release or reject a quarantined lot: an e-signature by QA or QC whose meaning is the new status
+    (password asked again), over the lot as it now stands. All in the caller's transaction."""
+    where = {"entity_type": "reagent_lot", "entity_id": str(lot.id)}
+    if signer.role not in LOT_RELEASERS:
+        raise PermissionRefused(
+            f"the {ROLE_TITLES.get(signer.role, signer.role)} role cannot release or reject a reagent lot: "
+            f"a {ROLE_TITLES[QA]} or a {ROLE_TITLES[QC_ANALYST]} does",
+            **where,
         )
-    audit_service.update(session, actor, lot, reason=reason, action="status", status=status)
+    if status not in LOT_STATUSES:
+        raise ValidationRefused(f"lot status must be one of {', '.join(LOT_STATUSES)}", **where)
+    reason = checked_text(reason, "Reason", FREE_TEXT_MAX, multiline=True, **where)
+    problem = rules.lot_status_problem(
+        name=lot.name,
+        lot_number=lot.lot_number,
+        status=lot.status,
+        new_status=status,
+        expiry_date=lot.expiry_date,
+        on=clock.today(),
+    )
+    if problem:
+        raise ValidationRefused(problem, **where)
+    audit_service.update(session, signer.username, lot, reason=reason, action="status", status=status)
+    # signed after the change, so that the signature covers the lot as released (or rejected)
+    return identity_service.sign(session, signer, password, status, lot, comment=reason)
 
 
 def register_equipment(
@@ -134,10 +155,12 @@ def calibration_problem(session: Session, item: Equipment, on: date) -> str:
     )
 
 
-def set_equipment_status(session: Session, actor: User, item: Equipment, status: str, reason: str) -> None:
-    """Take an item out of service, or put it back: never past its calibration (only a calibration record
-    changes the date, ``record_calibration``)."""
-    _require_equipment_keeper(actor, "change the service status of equipment")
+def set_equipment_status(
+    session: Session, signer: User, password: str, item: Equipment, status: str, reason: str
+) -> Signature:
+    """Take an item out of service, or put it back, signed "approved" by a supervisor (password asked again):
+    never back past its calibration (only a calibration record changes the date, ``record_calibration``)."""
+    _require_equipment_keeper(signer, "change the service status of equipment")
     where = {"entity_type": "equipment", "entity_id": str(item.id)}
     if status not in EQUIPMENT_STATUSES:
         raise ValidationRefused(f"equipment status must be one of {', '.join(EQUIPMENT_STATUSES)}", **where)
@@ -148,7 +171,10 @@ def set_equipment_status(session: Session, actor: User, item: Equipment, status:
         problem = calibration_problem(session, item, clock.today())
         if problem:
             raise ValidationRefused(f"{item.asset_tag} cannot go back in service: {problem}", **where)
-    audit_service.update(session, actor.username, item, reason=reason, action="status", status=status)
+    audit_service.update(session, signer.username, item, reason=reason, action="status", status=status)
+    # "approved" says who signed, not what: the comment keeps which way the item went, and why
+    what = "put back in service" if status == "in_service" else "taken out of service"
+    return identity_service.sign(session, signer, password, "approved", item, comment=f"{what}: {reason}")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Materials station: reagent lots and equipment, with their calibration records.
 
 GMP records, so never the administrator's: a supervisor receives lots, registers equipment, takes it out of or
-back into service and records calibrations (signed); QA or QC releases and rejects lots.
+back into service and records calibrations; QA or QC releases and rejects lots. Every decision is signed.
 """
 
 from __future__ import annotations
@@ -34,21 +34,30 @@ RELEASERS = ("qa", "qc_analyst")  # lot release is a QA/QC act
 READERS = (*KEEPERS, *RELEASERS)
 
 
-def _index_page(*, error: str = "", status: int = 200) -> Any:
+def _index_page(*, error: str = "", status: int = 200, lot_id: int | None = None) -> Any:
+    """``lot_id``: the lot whose status form was refused, to show what was typed in it again."""
     session_ = db()
+    lots = session_.scalars(select(ReagentLot).order_by(ReagentLot.status, ReagentLot.name)).all()
     return render_template(
         "materials/index.html",
         error=error,
         values=request.form if request.method == "POST" else {},
-        lots=session_.scalars(select(ReagentLot).order_by(ReagentLot.status, ReagentLot.name)).all(),
+        typed_for_lot=lot_id,
+        lots=lots,
+        lot_signatures=identity_service.signatures_for_many(session_, lots),
         equipment=session_.scalars(select(Equipment).order_by(Equipment.asset_tag)).all(),
         today=clock.today(),
     ), status
 
 
+def _lot_form_again(refusal: Refusal, status: int, *, lot_id: int) -> Any:
+    return _index_page(error=refusal.message, status=status, lot_id=lot_id)
+
+
 def _equipment_page(equipment_id: int, *, error: str = "", status: int = 200) -> Any:
     session_ = db()
     item = get_record(Equipment, equipment_id, "equipment")
+    status_signatures = identity_service.signatures_for(session_, item)
     calibrations = session_.scalars(
         select(EquipmentCalibration)
         .where(EquipmentCalibration.equipment_id == item.id)
@@ -61,6 +70,7 @@ def _equipment_page(equipment_id: int, *, error: str = "", status: int = 200) ->
         item=item,
         calibrations=calibrations,
         signatures=identity_service.signatures_for_many(session_, calibrations),
+        status_signatures=list(reversed(status_signatures)),  # the latest first, like the calibrations
         problem=materials_service.calibration_problem(session_, item, clock.today()),
         results=CALIBRATION_RESULTS,
         certificate_max=CERTIFICATE_REF_MAX,
@@ -97,17 +107,18 @@ def add_lot() -> Any:
 
 @bp.route(f"/lots/{ID % 'lot_id'}/status", methods=["POST"])
 @security.roles_required(*RELEASERS)
-@commit_point(on_refusal=rerender(_index_page))
+@commit_point(on_refusal=_lot_form_again)
 def lot_status(lot_id: int) -> Any:
     lot = get_record(ReagentLot, lot_id, "reagent lot")
     materials_service.set_lot_status(
         db(),
-        current_user.username,
+        signed_in_user(),
+        request.form.get("password", ""),
         lot,
         forms.text("status", "Status", max_length=20),
         forms.text("reason", "Reason"),
     )
-    flash(f"Lot {lot.lot_number} of {lot.name} is now {lot.status}.", "ok")
+    flash(f"Lot {lot.lot_number} of {lot.name} is now {lot.status}, signed.", "ok")
     return redirect(url_for("materials.index"))
 
 
@@ -168,9 +179,10 @@ def equipment_status(equipment_id: int) -> Any:
     materials_service.set_equipment_status(
         db(),
         signed_in_user(),
+        request.form.get("password", ""),
         item,
         forms.text("status", "Status", max_length=20),
         forms.text("reason", "Reason"),
     )
-    flash(f"{item.asset_tag} is now {item.status.replace('_', ' ')}.", "ok")
+    flash(f"{item.asset_tag} is now {item.status.replace('_', ' ')}, signed.", "ok")
     return redirect(url_for("materials.equipment", equipment_id=item.id))

@@ -267,7 +267,8 @@ def test_a_failed_calibration_takes_the_item_out_of_service(
     refused = _spin_in(app, session, batch, "CEN-01")
     assert refused.status_code == 422 and "CEN-01 is OUT OF SERVICE" in refused.text
     back = supervisor.post(
-        f"/materials/equipment/{centrifuge}/status", data={"status": "in_service", "reason": "fixed"}
+        f"/materials/equipment/{centrifuge}/status",
+        data={"status": "in_service", "reason": "fixed", "password": PASSWORD},
     )
     assert back.status_code == 422
     assert (
@@ -284,7 +285,8 @@ def test_a_failed_calibration_takes_the_item_out_of_service(
         _equipment(session_factory, centrifuge).status == "out_of_service"
     )  # a pass is no return to service
     back = supervisor.post(
-        f"/materials/equipment/{centrifuge}/status", data={"status": "in_service", "reason": "recalibrated"}
+        f"/materials/equipment/{centrifuge}/status",
+        data={"status": "in_service", "reason": "recalibrated", "password": PASSWORD},
     )
     assert back.status_code == 302, back.text[:2000]
     assert _spin_in(app, session, batch, "CEN-01").status_code == 302
@@ -296,11 +298,13 @@ def test_an_item_past_its_calibration_cannot_go_back_in_service(
     cen_old = bench.equipment["CEN-OLD"].id
     supervisor = _client(app, "supervisor")
     out = supervisor.post(
-        f"/materials/equipment/{cen_old}/status", data={"status": "out_of_service", "reason": "due"}
+        f"/materials/equipment/{cen_old}/status",
+        data={"status": "out_of_service", "reason": "due", "password": PASSWORD},
     )
     assert out.status_code == 302
     back = supervisor.post(
-        f"/materials/equipment/{cen_old}/status", data={"status": "in_service", "reason": "ok"}
+        f"/materials/equipment/{cen_old}/status",
+        data={"status": "in_service", "reason": "ok", "password": PASSWORD},
     )
     assert back.status_code == 422
     overdue = (clock.today() - timedelta(days=3)).isoformat()

@@ -74,7 +74,7 @@ EXPECTED_POLICY: dict[str, frozenset[str] | str] = {
     "qa.index": frozenset({"qa"}),
     "qa.approve_mbr": frozenset({"qa"}),
     # materials (issue 8 item 6: GMP records, never the administrator's): the supervisor receives lots, keeps
-    # the equipment and signs its calibrations; QA or QC releases lots
+    # the equipment and signs its calibrations and service changes; QA or QC signs lot releases and rejections
     "materials.index": MATERIALS_READERS,
     "materials.add_lot": frozenset({"supervisor"}),
     "materials.lot_status": frozenset({"qa", "qc_analyst"}),
