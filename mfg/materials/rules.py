@@ -27,7 +27,8 @@ def lot_status_problem(
 ) -> str:
     """Empty when a lot may go from ``status`` to ``new_status`` on ``on``, else why not.
 
-    QA or QC decide once, from quarantine: released or rejected. A rejected lot never comes back (a second
+    QA or QC decide once, from quarantine: released or rejected. A released lot may still be rejected (a
+    supplier's recall, a failed test): the bench then refuses it. A rejected lot never comes back (a second
     opinion on the same vials is how bad material gets used), and an expired lot is never released."""
     lot = f"lot {lot_number} of {name}"
     if new_status not in ("released", "rejected"):
@@ -41,6 +42,8 @@ def lot_status_problem(
         return f"{lot} EXPIRED on {expiry_date.isoformat()}: an expired lot cannot be released"
     if status == new_status:
         return f"{lot} is already {status}"
+    if status == "released" and new_status == "rejected":
+        return ""
     if status != "quarantined":
         return f"{lot} is {status}: only a quarantined lot is released or rejected"
     return ""

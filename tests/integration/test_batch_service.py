@@ -393,7 +393,12 @@ def test_the_cabinet_is_a_usable_biosafety_cabinet_of_the_register(
     cabinet = session.scalar(select(Equipment).where(Equipment.asset_tag == "BSC-01"))
     assert cabinet is not None
     materials_service.set_equipment_status(
-        session, world.users["supervisor"], cabinet, "out_of_service", "HEPA filter failed integrity test"
+        session,
+        world.users["supervisor"],
+        PASSWORD,
+        cabinet,
+        "out_of_service",
+        "HEPA filter failed integrity test",
     )
     session.commit()
     with pytest.raises(Refusal, match="BSC-01"):

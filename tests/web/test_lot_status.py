@@ -198,14 +198,15 @@ def test_qc_releases_a_lot_with_a_signature_shown_in_the_register(
         assert event is not None and event.action == "status"
         assert event.reason == "CoA reviewed, sterility passed"
         assert json.loads(event.changes) == {"status": ["quarantined", "released"]}
-    # usable at the bench from now on; and the status is final
+    # usable at the bench from now on; a recall rejects it, for good
     session.expire_all()
     assert materials_service.usable_lot(session, "LOT-COLL-Q", on=clock.today()).id == lot_id
     session.rollback()
-    again = _set(qc, lot_id, "rejected", "second thoughts")
-    assert again.status_code == 422
-    assert "only a quarantined lot is released or rejected" in again.text
-    assert _lot(session_factory, lot_id).status == "released"
+    recalled = _set(qc, lot_id, "rejected", "supplier recall")
+    assert recalled.status_code == 302, recalled.text
+    assert _lot(session_factory, lot_id).status == "rejected"
+    again = _set(qc, lot_id, "released", "second thoughts")
+    assert again.status_code == 422 and "a rejected lot is quarantined for good" in again.text
     session.rollback()
     assert audit_service.verify(session).ok
 
