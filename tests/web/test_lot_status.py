@@ -169,8 +169,9 @@ def test_the_status_form_has_no_default_choice_and_asks_for_a_password(
     assert form.count(" selected") == 1  # the placeholder only
     assert '<select name="status" required' in form
     assert 'type="password" name="password"' in form
-    # a released lot's status is final: no form
-    assert f"/materials/lots/{bench.lots['LOT-COLL-1'].id}/status" not in page
+    # a released lot can only be rejected (a recall)
+    released = _status_form(page, bench.lots["LOT-COLL-1"].id)
+    assert '<option value="rejected"' in released and '<option value="released"' not in released
 
 
 def test_qc_releases_a_lot_with_a_signature_shown_in_the_register(
