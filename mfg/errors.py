@@ -19,8 +19,9 @@ class Refusal(Exception):
     def __init__(self, message: str, *, entity_type: str = "", entity_id: str = "") -> None:
         super().__init__(message)
         self.message = message
-        # Work that must survive the rollback of the refused transaction (counting a wrong password, say);
-        # the request boundary runs it in the transaction that records the refusal.
+        # Work that must survive the rollback of the refused work (counting a wrong password, say); the
+        # request boundary runs it after undoing the view's work, in the transaction that checked it, still
+        # under the chain lock, so a count is never lost nor late (web/transaction.py).
         self.after_rollback: list[Callable[[Any], None]] = []
         # False where an after_rollback step already records the attempt in the audit trail
         self.record = True

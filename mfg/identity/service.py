@@ -224,7 +224,8 @@ def authenticate(
     threshold: int | None = None,
     where: str = "login",
 ) -> User:
-    """Check a login. On success the failure counter resets; on failure it is counted after rollback.
+    """Check a login. On success the failure counter resets; on failure it is counted after the view's
+    work is undone, in the same locked transaction (the refusal's ``after_rollback``).
     ``threshold`` defaults to the session's configured one (``configure_sessions``)."""
     if threshold is None:
         threshold = lockout_threshold(session)

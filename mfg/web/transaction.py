@@ -5,9 +5,14 @@ response; the wrapper commits once at the end, or rolls back:
 
 * the view returns: one ``COMMIT``, then its response goes out;
 * a ``Refusal`` (from the view or from the commit): roll back, record the attempt in a transaction of its own
-  (``record_refusal``), and answer with the view's ``on_refusal``: its page again with the error and what was
-  typed (``request.form`` is still there), or a flash and a redirect. Without an ``on_refusal`` the app's
-  refusal handler records it and shows the error page;
+  (``record_refusal``; a wrong password: see below), and answer with the view's ``on_refusal``: its page again
+  with the error and what was typed (``request.form`` is still there), or a flash and a redirect. Without an
+  ``on_refusal`` the app's refusal handler records it and shows the error page;
+* a ``Refusal`` with follow-ups (a wrong password, a login to a locked account) in a writing request: only
+  the view's work is undone, to the SAVEPOINT taken after the lock; the follow-ups and the record of the
+  attempt run in the same transaction, committed before the chain lock is released. A wrong password is thus
+  counted in the transaction that checked it: the next request waiting for the lock sees the new count, and
+  at the threshold a locked account;
 * anything else: roll back and re-raise; the 500 page says that nothing was saved.
 
 What the view put into the signed cookie (signed in or out, flashed "saved") goes back to how it was whenever
@@ -54,6 +59,7 @@ REFUSAL_STATUS: dict[type[Refusal], int] = {
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _ABOUT_THE_URL = "mfg_about_the_url"
+_RECORDED = "mfg_recorded"
 
 
 def db() -> Session:
@@ -153,9 +159,15 @@ def record_in_own_transaction(write: Callable[[Session], object]) -> None:
     session_.commit()
 
 
-def record_refusal(refusal: Refusal) -> int:
+def record_refusal(refusal: Refusal, *, under_the_lock: bool = False) -> int:
     """Roll back the refused work, run its follow-ups (a wrong password is counted), record the attempt,
-    commit. Returns the HTTP status of the refusal."""
+    commit. Returns the HTTP status of the refusal.
+
+    ``under_the_lock``: the request's own work is already undone (rolled back to its savepoint) and its
+    transaction, still holding the chain lock, records the refusal and commits. A refusal is recorded once:
+    recording it again does nothing."""
+    if getattr(refusal, _RECORDED, False):
+        return status_of(refusal)
 
     def write(session_: Session) -> None:
         for follow_up in refusal.after_rollback:
@@ -177,7 +189,12 @@ def record_refusal(refusal: Refusal) -> int:
                 },
             )
 
-    record_in_own_transaction(write)
+    if under_the_lock:
+        write(db())
+        db().commit()
+    else:
+        record_in_own_transaction(write)
+    setattr(refusal, _RECORDED, True)
     return status_of(refusal)
 
 
@@ -214,8 +231,10 @@ def commit_point(on_refusal: OnRefusal | None = None) -> Callable[[F], F]:
         def at_commit_point(**view_args: Any) -> Any:
             session_ = db()
             writing = request.method not in READ_METHODS
+            views_work = None
             if writing:
                 begin_writing(session_)
+                views_work = session_.begin_nested()  # a SAVEPOINT: the view's work, undone on a refusal
             cookie_before = _cookie()
             try:
                 response = view(**view_args)
@@ -223,7 +242,14 @@ def commit_point(on_refusal: OnRefusal | None = None) -> Callable[[F], F]:
                     session_.commit()
                 return response
             except Refusal as refusal:
-                session_.rollback()
+                if views_work is not None and views_work.is_active and refusal.after_rollback:
+                    # A wrong password (or a refused account) is counted in the transaction that checked it,
+                    # before the chain lock is released: the next request waiting for the lock sees the new
+                    # count, and at the threshold a locked account. Only the view's work is undone.
+                    views_work.rollback()
+                    record_refusal(refusal, under_the_lock=True)
+                else:
+                    session_.rollback()
                 _restore_cookie(cookie_before)
                 if on_refusal is None or getattr(refusal, _ABOUT_THE_URL, False):
                     raise  # the app's refusal handler records it and shows the error page

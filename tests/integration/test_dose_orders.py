@@ -261,7 +261,7 @@ def test_an_unsigned_order_is_never_stored(
         f"password for {investigator.username} is wrong: not signed",
         SignatureRefused,
     )
-    # the wrong password is counted in its own transaction, as the web layer does after the rollback
+    # the wrong password is counted after the rollback, as the web layer does (there under the same lock)
     for follow_up in refusal.after_rollback:
         follow_up(session)
     session.commit()
