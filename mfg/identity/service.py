@@ -56,8 +56,18 @@ def get_user(session: Session, username: str) -> User:
 
 
 def create_user(
-    session: Session, actor: str, *, username: str, full_name: str, role: str, password: str
+    session: Session,
+    actor: str,
+    *,
+    username: str,
+    full_name: str,
+    role: str,
+    password: str,
+    one_time: bool = True,
 ) -> User:
+    """A new account. Its password is ``one_time`` unless the caller says otherwise: whoever typed it (the
+    administrator) must not be able to sign as the holder, who chooses their own at first sign-in. Only
+    set-ups where nobody else signs in (the demo, test fixtures) make accounts ready to use."""
     username = username.strip()
     if not USERNAME_PATTERN.match(username):
         raise ValidationRefused(
@@ -89,6 +99,7 @@ def create_user(
         failed_logins=0,
         locked=False,
         created_at=clock.now(),
+        password_must_change=one_time,
     )
     return audit_service.create(session, actor, user)
 

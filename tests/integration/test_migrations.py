@@ -85,9 +85,10 @@ def test_tables_rebuilt_by_later_migrations_still_refuse_deletes(
 def test_an_account_older_than_a_users_column_still_verifies_after_the_upgrade(
     db_server: DatabaseServer,
 ) -> None:
-    """Migrations added user_account columns with a server default (0008 session_version): an account created
-    before them has a trail that never names them. It verifies after the upgrade, and after it signs in and
-    out (the first event naming session_version says it was the migration's 0)."""
+    """Migrations added user_account columns with a server default (0008 session_version, 0011
+    password_must_change): an account created before them has a trail that never names them. It verifies after
+    the upgrade, and after it signs in and out (the first event naming session_version says it was the
+    migration's 0); its holder chose its password long ago, so it is no one-time password."""
     import sqlalchemy as sa
     from alembic import command
 
@@ -143,7 +144,7 @@ def test_an_account_older_than_a_users_column_still_verifies_after_the_upgrade(
             assert verdict.ok, verdict.problems
         with session_scope(factory) as s:
             user = identity_service.authenticate(s, "veteran", PASSWORD)
-            assert user.session_version == 0
+            assert (user.session_version, user.password_must_change) == (0, False)
             identity_service.end_sessions(s, user, action="logout", reason="signed out")
         with factory() as s:
             verdict = audit_service.verify(s)
