@@ -142,6 +142,76 @@ def unlock_user(session: Session, actor: str, username: str, reason: str) -> Use
     return user
 
 
+PASSWORD_CHANGE = "password change"  # where a wrong current password is counted, as logins and signatures are
+
+
+def one_time_password_problem(user: User) -> str:
+    """Why ``user`` may do nothing yet but choose a password, or "" (DESIGN §7: whoever set a password, an
+    administrator, must not be able to act as its holder)."""
+    if not user.password_must_change:
+        return ""
+    return (
+        f"{user.username}'s password was set by an administrator and works only to choose a new one: "
+        f"{user.username} must sign in and choose their own password first"
+    )
+
+
+def choose_password(
+    session: Session,
+    user: User,
+    current_password: str,
+    new_password: str,
+    new_password_again: str,
+    *,
+    threshold: int | None = None,
+) -> User:
+    """The holder replaces their password, the one-time one an administrator set or their own. The only way
+    the one-time flag clears. Every session of the account ends (a copy of the old cookie, or the
+    administrator's session as this account, stops working); a wrong current password counts towards the
+    lockout as a wrong login does."""
+    if threshold is None:
+        threshold = lockout_threshold(session)
+    where = {"entity_type": "user_account", "entity_id": str(user.id)}
+    if not user.active or user.locked:
+        raise PermissionRefused(f"account {user.username} is locked or deactivated", **where)
+    if not current_password:
+        raise ValidationRefused("enter your current password", **where)
+    if not passwords.password_matches(user.password_hash, current_password):
+        raise _refuse_password(
+            user,
+            user.username,
+            PASSWORD_CHANGE,
+            threshold,
+            "your current password is wrong: the password is not changed",
+            ValidationRefused,
+        )
+    if new_password != new_password_again:
+        raise ValidationRefused("the new password and its repetition differ: type both again", **where)
+    problem = passwords.password_problem(new_password)
+    if problem:
+        raise ValidationRefused(problem, **where)
+    if new_password == current_password:
+        raise ValidationRefused(
+            "the new password must differ from the current one"
+            + (", which an administrator chose" if user.password_must_change else ""),
+            **where,
+        )
+    audit_service.update(
+        session,
+        user.username,
+        user,
+        action="password_change",
+        reason="replaced the one-time password an administrator set"
+        if user.password_must_change
+        else "changed own password",
+        password_hash=passwords.hash_password(new_password),  # the trail keeps only a digest of the hash
+        password_must_change=False,
+        failed_logins=0,
+        session_version=user.session_version + 1,  # signed out everywhere, this terminal too
+    )
+    return user
+
+
 def end_sessions(
     session: Session, user: User, *, action: str, reason: str, detail: Mapping[str, Any] | None = None
 ) -> None:
@@ -304,6 +374,11 @@ def sign(
         raise ValidationRefused(f"unknown signature meaning {meaning!r}")
     if not signer.active or signer.locked:
         raise SignatureRefused(f"account {signer.username} cannot sign: it is locked or deactivated")
+    one_time = one_time_password_problem(signer)
+    if one_time:
+        raise SignatureRefused(
+            f"not signed: {one_time}", entity_type="user_account", entity_id=str(signer.id)
+        )
     if not password:
         raise SignatureRefused("enter your password to sign", entity_type="signature")
     if not passwords.password_matches(signer.password_hash, password):
@@ -461,3 +536,6 @@ def require_can_act(user: User) -> None:
     rules.require_gmp_actor(user.role)
     if not user.active:
         raise PermissionRefused(f"account {user.username} is deactivated")
+    one_time = one_time_password_problem(user)
+    if one_time:
+        raise PermissionRefused(one_time, entity_type="user_account", entity_id=str(user.id))
