@@ -18,7 +18,7 @@ from mfg.identity import service as identity_service
 from mfg.identity.models import Signature, User
 from mfg.study import service as study_service
 from mfg.study.definition import StudyDefinition
-from tests.conftest import World, make_user
+from tests.conftest import World, make_user, run_cli
 
 ONE_TIME = "admin-chose-this-1"
 OWN = "only-they-know-it-7"
@@ -125,3 +125,42 @@ def test_a_refused_change_leaves_the_one_time_password(
     session.rollback()
     assert user.password_must_change is True
     assert passwords.password_matches(user.password_hash, ONE_TIME)
+
+
+def test_mfg_user_add_makes_a_one_time_password_and_says_so(database_url: str, session: Session) -> None:
+    result = run_cli(
+        database_url,
+        "user",
+        "add",
+        "firstadmin",
+        "--name",
+        "First Administrator",
+        "--role",
+        "admin",
+        "--password-stdin",
+        stdin=f"{ONE_TIME}\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "account firstadmin (admin) created" in result.stdout
+    assert "one-time password: firstadmin chooses their own at first sign-in" in result.stdout
+    user = session.scalar(select(User).where(User.username == "firstadmin"))
+    assert user is not None and user.password_must_change is True
+    session.rollback()  # SQLite: an open transaction holds the lock the CLI needs, and the view is stale
+    tech = run_cli(
+        database_url,
+        "user",
+        "add",
+        "clitech",
+        "--name",
+        "Cli Tech",
+        "--role",
+        "technician",
+        "--password-stdin",
+        stdin=f"{ONE_TIME}\n",
+    )
+    assert tech.returncode == 0, tech.stderr
+    clitech = identity_service.get_user(session, "clitech")
+    with pytest.raises(SignatureRefused, match="clitech must sign in and choose their own password first"):
+        identity_service.sign(session, clitech, ONE_TIME, "performed", clitech)
+    session.rollback()
+    assert audit_service.verify(session).ok
