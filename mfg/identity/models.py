@@ -34,7 +34,7 @@ class User(Audited, Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Stored in the signed cookie at login and compared on every request: raising it ends every session of
-    # the account at once, on the server (logout, idle sign-out, deactivation, lock and unlock).
+    # the account at once, on the server (logout, idle sign-out, deactivation, lock, unlock, password change).
     session_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     # Set while the password is one somebody else chose (an administrator creating the account): whoever
     # chose it could sign as its holder, so the account signs in only to choose its own, and signs nothing

@@ -164,37 +164,38 @@ def choose_password(
     new_password_again: str,
     *,
     threshold: int | None = None,
+    where: str = PASSWORD_CHANGE,
 ) -> User:
     """The holder replaces their password, the one-time one an administrator set or their own. The only way
     the one-time flag clears. Every session of the account ends (a copy of the old cookie, or the
     administrator's session as this account, stops working); a wrong current password counts towards the
-    lockout as a wrong login does."""
+    lockout as a wrong login does. ``where`` (the terminal) is on record with the change and any failure."""
     if threshold is None:
         threshold = lockout_threshold(session)
-    where = {"entity_type": "user_account", "entity_id": str(user.id)}
+    about = {"entity_type": "user_account", "entity_id": str(user.id)}
     if not user.active or user.locked:
-        raise PermissionRefused(f"account {user.username} is locked or deactivated", **where)
+        raise PermissionRefused(f"account {user.username} is locked or deactivated", **about)
     if not current_password:
-        raise ValidationRefused("enter your current password", **where)
+        raise ValidationRefused("enter your current password", **about)
     if not passwords.password_matches(user.password_hash, current_password):
         raise _refuse_password(
             user,
             user.username,
-            PASSWORD_CHANGE,
+            where,
             threshold,
             "your current password is wrong: the password is not changed",
             ValidationRefused,
         )
     if new_password != new_password_again:
-        raise ValidationRefused("the new password and its repetition differ: type both again", **where)
+        raise ValidationRefused("the new password and its repetition differ: type both again", **about)
     problem = passwords.password_problem(new_password)
     if problem:
-        raise ValidationRefused(problem, **where)
+        raise ValidationRefused(problem, **about)
     if new_password == current_password:
         raise ValidationRefused(
             "the new password must differ from the current one"
             + (", which an administrator chose" if user.password_must_change else ""),
-            **where,
+            **about,
         )
     audit_service.update(
         session,
@@ -204,6 +205,7 @@ def choose_password(
         reason="replaced the one-time password an administrator set"
         if user.password_must_change
         else "changed own password",
+        detail={"where": where},
         password_hash=passwords.hash_password(new_password),  # the trail keeps only a digest of the hash
         password_must_change=False,
         failed_logins=0,
@@ -325,7 +327,8 @@ def authenticate(
         user,
         action="login",
         reason="successful login",
-        detail={"where": where},
+        # with a one-time password the session opens only the page to replace it; on record whoever it was
+        detail={"where": where, **({"one_time_password": True} if user.password_must_change else {})},
         failed_logins=0,
         last_login_at=clock.now(),
     )

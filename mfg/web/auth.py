@@ -87,6 +87,7 @@ def choose_password() -> Any:
         request.form.get("password", ""),
         request.form.get("new_password", ""),
         request.form.get("new_password_again", ""),
+        where=f"password change from {request.remote_addr or 'unknown terminal'}",
     )
     # The change ended every session of the account, this one too: signing in again proves the new password.
     logout_user()

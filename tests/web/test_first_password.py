@@ -163,6 +163,10 @@ def test_the_reviewers_path_is_refused_until_calsuper_chose_its_own_password(
     assert _user(session_factory, "calsuper").password_must_change is False
     [change] = events(session_factory, "password_change", "calsuper")
     assert change["reason"] == "replaced the one-time password an administrator set"
+    assert change["detail"] == {"where": "password change from 127.0.0.1"}
+    # whoever signed in with the one-time password is on record as having done so
+    logins = [e["detail"] for e in events(session_factory, "login", "calsuper")]
+    assert [d.get("one_time_password", False) for d in logins] == [True, True, False]
     _trail_verifies(session_factory)
 
 
@@ -227,7 +231,7 @@ def test_wrong_current_passwords_count_towards_the_lockout(
     _choose(client, WRONG, OWN)
     assert account(session_factory, "calsuper") == (True, 3)
     [lockout] = events(session_factory, "lockout", "calsuper")
-    assert lockout["reason"] == "wrong password at password change: 3 failures, account locked"
+    assert lockout["reason"] == "wrong password at password change from 127.0.0.1: 3 failures, account locked"
     assert _sent_to_login(client.get("/password"))  # the lock ended the session
     assert login(app.test_client(), "calsuper", ONE_TIME).status_code == 401
     assert _user(session_factory, "calsuper").password_must_change is True
