@@ -258,7 +258,10 @@ def demo(out_dir: Path) -> None:
     click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
 
 
-@cli.group(help="Accounts: add and deactivate. Accounts are never deleted.")
+@cli.group(
+    help="Accounts: add (with a one-time password, replaced by its holder at first sign-in) and deactivate. "
+    "Accounts are never deleted."
+)
 def user() -> None:
     pass
 
@@ -267,21 +270,34 @@ def user() -> None:
 @click.argument("username")
 @click.option("--name", "full_name", required=True, help="Full name, printed with every signature.")
 @click.option("--role", required=True, help="One of the roles (technician, supervisor, qa, ... admin).")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the one-time password from standard input (the holder replaces it at first sign-in).",
+)
 def user_add(username: str, full_name: str, role: str, password_stdin: bool) -> None:
     from mfg.identity import service as identity_service
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        password = click.prompt("One-time password", hide_input=True, confirmation_prompt=True)
     _url, engine = _engine()
     try:
         with session_scope(make_session_factory(engine)) as session:
             created = identity_service.create_user(
-                session, _actor(), username=username, full_name=full_name, role=role, password=password
+                session,
+                _actor(),
+                username=username,
+                full_name=full_name,
+                role=role,
+                password=password,
+                one_time=True,  # whoever typed it must not be able to sign as the holder
             )
-            done = f"account {created.username} ({created.role}) created"
+            done = (
+                f"account {created.username} ({created.role}) created with a one-time password: "
+                f"{created.username} chooses their own at first sign-in, and can do nothing else until then"
+            )
     except Refusal as exc:
         _fail(exc.message)
     click.echo(done)  # only once it is committed

@@ -83,8 +83,15 @@ def seed_demo(session: Session, actor: str) -> list[tuple[str, str]]:
             )
     for username, full_name, role in DEMO_USERS:
         if session.scalar(select(User.id).where(User.username == username)) is None:
+            # Ready to use: the demo's published password is the point, nobody signs anything real with it.
             identity_service.create_user(
-                session, actor, username=username, full_name=full_name, role=role, password=DEMO_PASSWORD
+                session,
+                actor,
+                username=username,
+                full_name=full_name,
+                role=role,
+                password=DEMO_PASSWORD,
+                one_time=False,
             )
     study = load_study()
     if session.scalar(select(Subject.id).where(Subject.study_subject_id == "ALS-001")) is None:

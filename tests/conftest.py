@@ -246,7 +246,10 @@ def make_user(
     *,
     full_name: str | None = None,
     password: str = PASSWORD,
+    one_time: bool = False,
 ) -> User:
+    """An account ready to sign with (``one_time``: as an administrator makes one, its password to be changed
+    at first sign-in)."""
     username = username or f"{role.replace('_', '')}{uuid.uuid4().hex[:6]}"
     return identity_service.create_user(
         session,
@@ -255,6 +258,7 @@ def make_user(
         full_name=full_name or f"{role.title()} {username}",
         role=role,
         password=password,
+        one_time=one_time,
     )
 
 

@@ -279,20 +279,40 @@ class ReplayedState:
     inconsistencies: list[str] = field(default_factory=list)
 
 
-def replay(events: Iterable[tuple[int, str, str, Mapping[str, list[AuditValue]]]]) -> ReplayedState:
-    """Apply each event's field changes in order: (event id, entity type, entity id, {field: [old, new]})."""
+#: entity type -> {field: the value a migration gave the rows that existed before it added the field}
+AddedLater = Mapping[str, Mapping[str, AuditValue]]
+
+
+def replay(
+    events: Iterable[tuple[int, str, str, Mapping[str, list[AuditValue]]]],
+    added_later: AddedLater | None = None,
+) -> ReplayedState:
+    """Apply each event's field changes in order: (event id, entity type, entity id, {field: [old, new]}).
+
+    A field a migration added after rows existed is in none of their earlier events: such a row holds what the
+    migration gave it (``added_later``) until an event names the field, and that event's "old" says so. A row
+    created after the migration names the field in its "create" event, as every field, with "old" None."""
+    later = added_later or {}
     state = ReplayedState(fields={})
     for event_id, entity_type, entity_id, changes in events:
         if not changes:
             continue
         row = state.fields.setdefault((entity_type, entity_id), {})
+        defaults = later.get(entity_type, {})
         for name, (old, new) in changes.items():
-            if row.get(name) != old:
+            if name in row:
+                expected: tuple[AuditValue, ...] = (row[name],)
+            else:  # the first event naming the field: a creation, or a change to a row older than the field
+                expected = (None, defaults[name]) if name in defaults else (None,)
+            if old not in expected:
                 state.inconsistencies.append(
                     f"audit event {event_id}: says {entity_type} {entity_id} field {name} was {old!r}, "
-                    f"but the trail before it says {row.get(name)!r}"
+                    f"but the trail before it says {row.get(name, defaults.get(name))!r}"
                 )
             row[name] = new
+    for (entity_type, _entity_id), row in state.fields.items():
+        for name, value in later.get(entity_type, {}).items():
+            row.setdefault(name, value)
     return state
 
 

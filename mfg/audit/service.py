@@ -294,9 +294,12 @@ def verify(
 
     models = audited_models()
     replayed = rules.replay(
-        (e.record.id, e.record.entity_type, e.record.entity_id, json.loads(e.record.changes))
-        for e in _stored_events(session, keep)
-        if e.record.entity_type in models
+        (
+            (e.record.id, e.record.entity_type, e.record.entity_id, json.loads(e.record.changes))
+            for e in _stored_events(session, keep)
+            if e.record.entity_type in models
+        ),
+        {name: getattr(model, "__audit_added_later__", {}) for name, model in models.items()},
     )
     problems.extend(replayed.inconsistencies)
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mfg.audit.models import Audited
@@ -18,6 +18,9 @@ class User(Audited, Base):
 
     __tablename__ = "user_account"
     __audit_redact__ = frozenset({"password_hash"})
+    # What the migrations that added these columns gave the accounts already there (their trail predates the
+    # column): the audit verifier holds such an account to that value until an event names the field.
+    __audit_added_later__ = {"session_version": 0, "password_must_change": False}  # 0008, 0011
     __table_args__ = (CheckConstraint(f"role IN ({_role_list})", name="role_known"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -31,8 +34,14 @@ class User(Audited, Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Stored in the signed cookie at login and compared on every request: raising it ends every session of
-    # the account at once, on the server (logout, idle sign-out, deactivation, lock and unlock).
+    # the account at once, on the server (logout, idle sign-out, deactivation, lock, unlock, password change).
     session_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # Set while the password is one somebody else chose (an administrator creating the account): whoever
+    # chose it could sign as its holder, so the account signs in only to choose its own, and signs nothing
+    # until then.
+    password_must_change: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
 
 
 class Signature(Audited, Base):

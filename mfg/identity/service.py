@@ -56,8 +56,18 @@ def get_user(session: Session, username: str) -> User:
 
 
 def create_user(
-    session: Session, actor: str, *, username: str, full_name: str, role: str, password: str
+    session: Session,
+    actor: str,
+    *,
+    username: str,
+    full_name: str,
+    role: str,
+    password: str,
+    one_time: bool = True,
 ) -> User:
+    """A new account. Its password is ``one_time`` unless the caller says otherwise: whoever typed it (the
+    administrator) must not be able to sign as the holder, who chooses their own at first sign-in. Only
+    set-ups where nobody else signs in (the demo, test fixtures) make accounts ready to use."""
     username = username.strip()
     if not USERNAME_PATTERN.match(username):
         raise ValidationRefused(
@@ -89,6 +99,7 @@ def create_user(
         failed_logins=0,
         locked=False,
         created_at=clock.now(),
+        password_must_change=one_time,
     )
     return audit_service.create(session, actor, user)
 
@@ -127,6 +138,78 @@ def unlock_user(session: Session, actor: str, username: str, reason: str) -> Use
         failed_logins=0,
         # a session from before the lock (perhaps the guesser's) does not come back with the unlock
         session_version=user.session_version + 1,
+    )
+    return user
+
+
+PASSWORD_CHANGE = "password change"  # where a wrong current password is counted, as logins and signatures are
+
+
+def one_time_password_problem(user: User) -> str:
+    """Why ``user`` may do nothing yet but choose a password, or "" (DESIGN §7: whoever set a password, an
+    administrator, must not be able to act as its holder)."""
+    if not user.password_must_change:
+        return ""
+    return (
+        f"{user.username}'s password was set by an administrator and works only to choose a new one: "
+        f"{user.username} must sign in and choose their own password first"
+    )
+
+
+def choose_password(
+    session: Session,
+    user: User,
+    current_password: str,
+    new_password: str,
+    new_password_again: str,
+    *,
+    threshold: int | None = None,
+    where: str = PASSWORD_CHANGE,
+) -> User:
+    """The holder replaces their password, the one-time one an administrator set or their own. The only way
+    the one-time flag clears. Every session of the account ends (a copy of the old cookie, or the
+    administrator's session as this account, stops working); a wrong current password counts towards the
+    lockout as a wrong login does. ``where`` (the terminal) is on record with the change and any failure."""
+    if threshold is None:
+        threshold = lockout_threshold(session)
+    about = {"entity_type": "user_account", "entity_id": str(user.id)}
+    if not user.active or user.locked:
+        raise PermissionRefused(f"account {user.username} is locked or deactivated", **about)
+    if not current_password:
+        raise ValidationRefused("enter your current password", **about)
+    if not passwords.password_matches(user.password_hash, current_password):
+        raise _refuse_password(
+            user,
+            user.username,
+            where,
+            threshold,
+            "your current password is wrong: the password is not changed",
+            ValidationRefused,
+        )
+    if new_password != new_password_again:
+        raise ValidationRefused("the new password and its repetition differ: type both again", **about)
+    problem = passwords.password_problem(new_password)
+    if problem:
+        raise ValidationRefused(problem, **about)
+    if new_password == current_password:
+        raise ValidationRefused(
+            "the new password must differ from the current one"
+            + (", which an administrator chose" if user.password_must_change else ""),
+            **about,
+        )
+    audit_service.update(
+        session,
+        user.username,
+        user,
+        action="password_change",
+        reason="replaced the one-time password an administrator set"
+        if user.password_must_change
+        else "changed own password",
+        detail={"where": where},
+        password_hash=passwords.hash_password(new_password),  # the trail keeps only a digest of the hash
+        password_must_change=False,
+        failed_logins=0,
+        session_version=user.session_version + 1,  # signed out everywhere, this terminal too
     )
     return user
 
@@ -250,7 +333,12 @@ def authenticate(
         user,
         action="login",
         reason="successful login",
-        detail={"where": where, **({"rehashed": "with the server's Argon2 settings"} if rehashed else {})},
+        # with a one-time password the session opens only the page to replace it; on record whoever it was
+        detail={
+            "where": where,
+            **({"one_time_password": True} if user.password_must_change else {}),
+            **({"rehashed": "with the server's Argon2 settings"} if rehashed else {}),
+        },
         failed_logins=0,
         last_login_at=clock.now(),
         **rehashed,
@@ -303,6 +391,11 @@ def sign(
         raise ValidationRefused(f"unknown signature meaning {meaning!r}")
     if not signer.active or signer.locked:
         raise SignatureRefused(f"account {signer.username} cannot sign: it is locked or deactivated")
+    one_time = one_time_password_problem(signer)
+    if one_time:
+        raise SignatureRefused(
+            f"not signed: {one_time}", entity_type="user_account", entity_id=str(signer.id)
+        )
     if not password:
         raise SignatureRefused("enter your password to sign", entity_type="signature")
     if not passwords.password_matches(signer.password_hash, password):
@@ -473,3 +566,6 @@ def require_can_act(user: User) -> None:
     rules.require_gmp_actor(user.role)
     if not user.active:
         raise PermissionRefused(f"account {user.username} is deactivated")
+    one_time = one_time_password_problem(user)
+    if one_time:
+        raise PermissionRefused(one_time, entity_type="user_account", entity_id=str(user.id))

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from mfg import clock
 from mfg.audit import service as audit_service
-from mfg.errors import ValidationRefused
+from mfg.errors import PermissionRefused, ValidationRefused
 from mfg.identity import service as identity_service
 from mfg.identity.models import User
 from mfg.identity.rules import ROLE_TITLES
@@ -74,6 +74,7 @@ def init_web(app: Flask) -> None:
     security.declare(app.view_functions["static"], public=True)
 
     app.before_request(_enforce_idle_timeout)
+    app.before_request(_require_own_password)
     app.before_request(security.enforce_policy)
     app.before_request(_refuse_nul_characters)
 
@@ -124,6 +125,32 @@ def _refuse_nul_characters() -> None:
     values = [request.path, *request.args.values(), *request.form.values()]
     if any("\x00" in value for value in values):
         raise ValidationRefused("the request contains a NUL character, which no field accepts: type it again")
+
+
+#: the one page an account whose password an administrator set may open (and the public ones: sign out)
+CHOOSE_PASSWORD = "auth.choose_password"
+CHOOSE_FIRST = (
+    "Choose your own password first: the one you signed in with was set by an administrator and works only "
+    "for this page."
+)
+
+
+def _require_own_password() -> Any:
+    """Whoever set a password (an administrator) must not act as its holder: until the holder chose their
+    own, every page leads to the page to choose it, and an attempt to act (a form sent, the API) is refused
+    and on record, as the role gate refuses. The signing services refuse such an account too."""
+    if request.endpoint in (None, CHOOSE_PASSWORD) or not current_user.is_authenticated:
+        return None
+    if not current_user.must_choose_password or security.policy_of(request.endpoint)[0]:
+        return None
+    if _wants_json() or request.method not in transaction.READ_METHODS:
+        raise PermissionRefused(
+            identity_service.one_time_password_problem(current_user.user),
+            entity_type="user_account",
+            entity_id=str(current_user.id),
+        )
+    flash(CHOOSE_FIRST, "error")
+    return redirect(url_for(CHOOSE_PASSWORD))
 
 
 def _minutes(count: int) -> str:

@@ -61,8 +61,13 @@ def create_user() -> Any:
         full_name=forms.text("full_name", "Full name", max_length=200),
         role=forms.text("role", "Role", max_length=32),
         password=request.form.get("password", ""),
+        one_time=True,  # whoever typed it, the administrator, must not be able to sign as the holder
     )
-    flash(f"Account {user.username} created.", "ok")
+    flash(
+        f"Account {user.username} created with a one-time password: {user.username} chooses their own at "
+        "first sign-in, and can do nothing else until then.",
+        "ok",
+    )
     return redirect(url_for("admin.users"))
 
 

@@ -1,4 +1,4 @@
-"""Sign in and out."""
+"""Sign in and out, and choose one's own password."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from mfg import clock
 from mfg.errors import Refusal
 from mfg.identity import service as identity_service
 from mfg.web import security
-from mfg.web.transaction import commit_point, db, same_site, signed_in_user
+from mfg.web.transaction import commit_point, db, rerender, same_site, signed_in_user
 
 bp = Blueprint("auth", __name__)
 
@@ -49,6 +49,8 @@ def login() -> Any:
     login_user(security.SessionUser(user))
     session["last_seen"] = clock.now().timestamp()  # the idle clock starts now, not at the next page
     session["session_version"] = user.session_version  # the user loader compares it on every request
+    if user.password_must_change:
+        return redirect(url_for("auth.choose_password"))  # the one page a one-time password opens
     return redirect(same_site(request.form.get("next"), "home.index"))
 
 
@@ -62,4 +64,33 @@ def logout() -> Any:
         logout_user()
     session.clear()
     flash("Signed out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+def _password_page(*, error: str = "", status: int = 200) -> Any:
+    return render_template(
+        "auth/password.html", one_time=signed_in_user().password_must_change, error=error
+    ), status
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@security.roles_required(*security.AUTHENTICATED)
+@commit_point(on_refusal=rerender(_password_page))
+def choose_password() -> Any:
+    """Any account may change its password here; one whose password an administrator set may open nothing else
+    until it has (``mfg.web.init_web``)."""
+    if request.method == "GET":
+        return _password_page()
+    identity_service.choose_password(
+        db(),
+        signed_in_user(),
+        request.form.get("password", ""),
+        request.form.get("new_password", ""),
+        request.form.get("new_password_again", ""),
+        where=f"password change from {request.remote_addr or 'unknown terminal'}",
+    )
+    # The change ended every session of the account, this one too: signing in again proves the new password.
+    logout_user()
+    session.clear()
+    flash("Password changed. Every session of your account has ended: sign in with your new password.", "ok")
     return redirect(url_for("auth.login"))

@@ -27,6 +27,8 @@ class SessionUser:
         self.username = user.username
         self.full_name = user.full_name
         self.role = user.role
+        # read from the database on every request by the user loader: clears as soon as the holder chose
+        self.must_choose_password = user.password_must_change
 
     is_authenticated = True
     is_active = True

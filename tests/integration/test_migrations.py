@@ -80,3 +80,76 @@ def test_tables_rebuilt_by_later_migrations_still_refuse_deletes(
     for table in ("batch", "audit_event", "subject", "mbr_version"):
         with pytest.raises(DatabaseError, match="not allowed"), engine.begin() as conn:
             conn.execute(text(f"DELETE FROM {table}"))
+
+
+def test_an_account_older_than_a_users_column_still_verifies_after_the_upgrade(
+    db_server: DatabaseServer,
+) -> None:
+    """Migrations added user_account columns with a server default (0008 session_version, 0011
+    password_must_change): an account created before them has a trail that never names them. It verifies after
+    the upgrade, and after it signs in and out (the first event naming session_version says it was the
+    migration's 0); its holder chose its password long ago, so it is no one-time password."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from mfg import clock
+    from mfg.audit import rules
+    from mfg.audit import service as audit_service
+    from mfg.db import UTCDateTime, make_session_factory, session_scope
+    from mfg.identity import passwords
+    from mfg.identity import service as identity_service
+    from tests.conftest import PASSWORD
+
+    url = db_server.new_database(migrated=False)
+    engine = None
+    try:
+        command.upgrade(alembic_config(url), "0007")
+        engine = make_engine(url)
+        # user_account as release 0007 knew it, and the row and event its create_user wrote
+        old_table = sa.table(
+            "user_account",
+            *(sa.column(name) for name in ("username", "full_name", "role", "password_hash")),
+            *(sa.column(name) for name in ("active", "failed_logins", "locked", "last_login_at")),
+            sa.column("created_at", UTCDateTime()),
+        )
+        values = {
+            "username": "veteran",
+            "full_name": "Vera Veteran",
+            "role": "qa",
+            "password_hash": passwords.hash_password(PASSWORD),
+            "active": True,
+            "failed_logins": 0,
+            "locked": False,
+            "last_login_at": None,
+            "created_at": clock.now(),
+        }
+        with session_scope(make_session_factory(engine)) as s:
+            s.execute(sa.insert(old_table).values(**values))
+            user_id = s.scalar(sa.text("SELECT id FROM user_account WHERE username = 'veteran'"))
+            trail = {name: rules.audit_value(value) for name, value in values.items()}
+            trail["password_hash"] = rules.redact(values["password_hash"])
+            audit_service.record_event(
+                s,
+                actor="release-0007",
+                action="create",
+                entity_type="user_account",
+                entity_id=str(user_id),
+                changes={name: [None, value] for name, value in {"id": user_id, **trail}.items()},
+            )
+
+        upgrade_database(url)
+        factory = make_session_factory(engine)
+        with factory() as s:
+            verdict = audit_service.verify(s)
+            assert verdict.ok, verdict.problems
+        with session_scope(factory) as s:
+            user = identity_service.authenticate(s, "veteran", PASSWORD)
+            assert (user.session_version, user.password_must_change) == (0, False)
+            identity_service.end_sessions(s, user, action="logout", reason="signed out")
+        with factory() as s:
+            verdict = audit_service.verify(s)
+            assert verdict.ok, verdict.problems
+    finally:
+        if engine is not None:
+            engine.dispose()
+        db_server.drop(url)

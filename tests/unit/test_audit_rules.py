@@ -146,6 +146,36 @@ def test_replay_and_compare_name_the_differing_field() -> None:
     )
 
 
+def test_a_field_added_later_holds_its_migrations_value_in_rows_older_than_it() -> None:
+    """user_account 1 predates the column (its trail never names it), 2 changed it since, 3 was created with
+    it; a row that claims another old value than the migration's is still an inconsistency."""
+    added_later = {"user_account": {"session_version": 0}}
+    state = rules.replay(
+        [
+            (1, "user_account", "1", {"username": [None, "old"]}),
+            (2, "user_account", "2", {"username": [None, "older"]}),
+            (3, "user_account", "2", {"session_version": [0, 1]}),
+            (4, "user_account", "3", {"username": [None, "new"], "session_version": [None, 0]}),
+        ],
+        added_later,
+    )
+    assert state.inconsistencies == []
+    assert [state.fields[("user_account", i)]["session_version"] for i in "123"] == [0, 1, 0]
+    forged = rules.replay(
+        [
+            (1, "user_account", "1", {"username": [None, "old"]}),
+            (2, "user_account", "1", {"session_version": [7, 8]}),
+        ],
+        added_later,
+    )
+    assert forged.inconsistencies == [
+        "audit event 2: says user_account 1 field session_version was 7, but the trail before it says 0"
+    ]
+    assert rules.replay([(1, "user_account", "1", {"username": [None, "old"]})]).fields == {
+        ("user_account", "1"): {"username": "old"}
+    }
+
+
 def test_separation_of_duties_and_signed_content() -> None:
     with pytest.raises(SignatureRefused, match="second person"):
         require_different_person("tech", "tech", "step 3")

@@ -40,6 +40,8 @@ EXPECTED_POLICY: dict[str, frozenset[str] | str] = {
     # auth, api, home
     "auth.login": "public",
     "auth.logout": "public",
+    # every account changes its own password; one an administrator set opens nothing else (DESIGN §7)
+    "auth.choose_password": ANY_SIGNED_IN,
     "api.health": "public",
     "api.subject_by_coi": GMP_STAFF,
     "home.index": ANY_SIGNED_IN,
@@ -94,12 +96,14 @@ EXPECTED_POLICY: dict[str, frozenset[str] | str] = {
 }
 NOT_IN_MATRIX = {"static"}  # the app's own files: public, declared so in mfg.web.init_web
 PUBLIC_ENDPOINTS = NOT_IN_MATRIX | {name for name, roles in EXPECTED_POLICY.items() if roles == "public"}
+# Every signed-in account's own pages: the home page, and the page to change one's password.
+OWN_PAGES = {"home.index", "auth.choose_password"}
 # Where GMP work is done, read or signed; administrators manage accounts, sites and workstations and never act
 # here.
 GMP_ENDPOINTS = {
     name
     for name in EXPECTED_POLICY
-    if name not in PUBLIC_ENDPOINTS and name != "home.index" and not name.startswith("admin.")
+    if name not in PUBLIC_ENDPOINTS and name not in OWN_PAGES and not name.startswith("admin.")
 }
 
 
@@ -339,7 +343,7 @@ def test_admin_appears_only_at_administration_pages() -> None:
     """Administrators manage accounts, sites and workstations; every other station is GMP work."""
     for endpoint in URL_MAP_APP.view_functions:
         if "admin" in declared_roles(URL_MAP_APP, endpoint):
-            assert endpoint.startswith("admin.") or endpoint == "home.index", endpoint
+            assert endpoint.startswith("admin.") or endpoint in OWN_PAGES, endpoint
 
 
 def test_admin_is_refused_at_gmp_endpoints(
