@@ -132,6 +132,9 @@ def parse_checkpoint(line: str) -> Checkpoint:
         )
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"not a checkpoint ({exc.__class__.__name__})") from exc
+    except RecursionError:
+        # Deeply nested JSON exhausts the parser's stack.
+        raise ValueError("not a checkpoint (nested too deeply)") from None
     if not isinstance(checkpoint.event_id, int) or not all(
         isinstance(v, str) for v in (checkpoint.hash, checkpoint.at, checkpoint.hmac)
     ):

@@ -299,3 +299,23 @@ def test_a_taken_port_is_one_line(database_url: str, subject: Subject, tmp_path:
         result = run_cli(database_url, "serve", "--port", str(port), tmp_path=tmp_path)
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_malformed_checkpoint_line_is_a_problem_not_a_traceback(
+    database_url: str, subject: Subject, tmp_path: Path
+) -> None:
+    checkpoints = tmp_path / "checkpoints.jsonl"
+    _checkpoint(database_url, checkpoints)
+    with checkpoints.open("ab") as f:
+        f.write(b"[" * 100_000 + b"\n")  # deep enough to exhaust the JSON parser's recursion
+        f.write(b'{"event_id": 1, "hash": "\xff\xfe"}\n')  # not UTF-8
+    env = {"MFG_CHECKPOINT_FILE": str(checkpoints)}
+
+    verify = run_cli(database_url, "audit", "verify", env=env)
+    assert verify.returncode == 1 and "Traceback" not in verify.stderr, verify.stderr
+    assert "  checkpoint line 2: not a checkpoint (nested too deeply)" in verify.stdout.splitlines()
+    assert "  checkpoint line 3: not a checkpoint (not UTF-8)" in verify.stdout.splitlines()
+
+    checkpoint = run_cli(database_url, "audit", "checkpoint", env=env)
+    assert checkpoint.returncode == 0 and "Traceback" not in checkpoint.stderr, checkpoint.stderr
+    assert "warning: checkpoint line 2: not a checkpoint (nested too deeply)" in checkpoint.stderr
