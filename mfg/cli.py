@@ -418,16 +418,25 @@ def audit_checkpoint() -> None:
         if head is None:
             click.echo("the audit trail is empty: nothing to anchor")
             return
-        # Cheap checks, so that a forged head or a truncated chain is never anchored (verify does the rest).
-        if head.hmac is None or head.hmac != rules.event_hmac(key, head.hash):
-            _fail(f"audit event {head.id} (the head) is not keyed with the audit key: run `mfg audit verify`")
-        if checkpoints:
-            _line, last = checkpoints[-1]
-            if audit_service.event_hash_at(session, last.event_id) != last.hash:
-                _fail(
-                    f"the chain no longer holds the last checkpoint's event {last.event_id} ({last.at}): "
-                    "run `mfg audit verify`"
-                )
+        # A genuine head may follow forged events (it links to whatever it followed): every event that no
+        # checkpoint covers yet is checked, links and HMACs, before the head vouches for them.
+        anchors = [
+            c for _line, c in checkpoints if c.hmac == rules.checkpoint_hmac(key, c.event_id, c.hash, c.at)
+        ]
+        last = anchors[-1] if anchors else None
+        if last is not None and audit_service.event_hash_at(session, last.event_id) != last.hash:
+            _fail(
+                f"the chain no longer holds the last checkpoint's event {last.event_id} ({last.at}): "
+                "run `mfg audit verify`"
+            )
+        report = rules.check_chain(
+            audit_service.stored_events(session, after=last.event_id if last else 0),
+            key,
+            after=(last.event_id, last.hash) if last else None,
+        )
+        if report.problems:
+            _event_id, first = min(report.problems, key=lambda p: (p[0] is None, p[0] or 0))
+            _fail(f"{first}: nothing anchored; run `mfg audit verify`")
         checkpoint = rules.make_checkpoint(key, head.id, head.hash, clock.now())
     finally:
         session.close()

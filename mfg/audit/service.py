@@ -245,10 +245,18 @@ class VerifyResult:
         return self.problems[0] if self.problems else ""
 
 
-def _stored_events(session: Session, keep: set[Any]) -> Iterator[rules.StoredEvent]:
+def stored_events(
+    session: Session, *, after: int = 0, keep: set[Any] | None = None
+) -> Iterator[rules.StoredEvent]:
+    """The events with ids above ``after``, in id order, as the chain check reads them."""
+    if keep is None:
+        keep = set(session.identity_map.keys())
     # populate_existing: the verifier reads the database, never what this session may have cached.
     rows = session.execute(
-        select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=2000, populate_existing=True)
+        select(AuditEvent)
+        .where(AuditEvent.id > after)
+        .order_by(AuditEvent.id)
+        .execution_options(yield_per=2000, populate_existing=True)
     )
     for (event,) in rows:
         yield rules.StoredEvent(
@@ -287,7 +295,7 @@ def verify(
     is reported, not only the first."""
     keep = set(session.identity_map.keys())
     report = rules.check_chain(
-        _stored_events(session, keep), key if key is not None else audit_key.current_key(), checkpoints
+        stored_events(session, keep=keep), key if key is not None else audit_key.current_key(), checkpoints
     )
     problems = [message for _id, message in report.problems]
     broken_id = next((event_id for event_id, _m in report.problems if event_id is not None), None)
@@ -295,7 +303,7 @@ def verify(
     models = audited_models()
     replayed = rules.replay(
         (e.record.id, e.record.entity_type, e.record.entity_id, json.loads(e.record.changes))
-        for e in _stored_events(session, keep)
+        for e in stored_events(session, keep=keep)
         if e.record.entity_type in models
     )
     problems.extend(replayed.inconsistencies)

@@ -319,3 +319,27 @@ def test_a_malformed_checkpoint_line_is_a_problem_not_a_traceback(
     checkpoint = run_cli(database_url, "audit", "checkpoint", env=env)
     assert checkpoint.returncode == 0 and "Traceback" not in checkpoint.stderr, checkpoint.stderr
     assert "warning: checkpoint line 2: not a checkpoint (nested too deeply)" in checkpoint.stderr
+
+
+@pytest.mark.parametrize("anchored_first", [False, True])
+def test_checkpoint_refuses_a_chain_with_a_forged_event_behind_a_genuine_head(
+    database_url: str,
+    engine: Engine,
+    session: Session,
+    subject: Subject,
+    tmp_path: Path,
+    anchored_first: bool,
+) -> None:
+    checkpoints = tmp_path / "checkpoints.jsonl"
+    if anchored_first:
+        _checkpoint(database_url, checkpoints)
+    forged = _forge(engine, actor="mallory", entity_type="note", entity_id="1", changes={}, hmac="0" * 64)
+    # A legitimate event follows: the head is keyed with the audit key, and links to the forged event.
+    audit_service.record_event(session, actor="test", action="comment", entity_type="note", entity_id="2")
+    session.commit()
+    before = checkpoints.read_bytes() if anchored_first else b""
+
+    refused = run_cli(database_url, "audit", "checkpoint", env={"MFG_CHECKPOINT_FILE": str(checkpoints)})
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"audit event {forged}: its HMAC does not match" in refused.stderr, refused.stderr
+    assert (checkpoints.read_bytes() if checkpoints.exists() else b"") == before
