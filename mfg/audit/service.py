@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from mfg import clock
 from mfg.audit import key as audit_key
 from mfg.audit import rules
+from mfg.audit import schema as audit_schema
 from mfg.audit.models import Audited, AuditEvent
 from mfg.db import Base, lock_audit_chain
 from mfg.errors import ValidationRefused
@@ -291,8 +292,9 @@ def verify(
     checkpoints: Iterable[tuple[int, rules.Checkpoint]] = (),
 ) -> VerifyResult:
     """Recompute the chain and its HMACs (``key``: default the configured audit key), hold it against the
-    ``checkpoints``, then compare every audited row with the state its events say it has. Every problem found
-    is reported, not only the first."""
+    ``checkpoints``, then compare every audited row with the state its events say it has, and check that the
+    schema still protects the trail (:mod:`mfg.audit.schema`). Every problem found is reported, not only the
+    first."""
     keep = set(session.identity_map.keys())
     report = rules.check_chain(
         stored_events(session, keep=keep), key if key is not None else audit_key.current_key(), checkpoints
@@ -320,6 +322,8 @@ def verify(
         f"table {table_name} row {entity_id}: is in the audit trail but missing from the table"
         for table_name, entity_id in sorted(set(replayed.fields) - seen)
     )
+    # Last, so the first problem stays the chain's: the schema no longer protecting the data it holds.
+    problems.extend(audit_schema.problems(session.connection()))
     return VerifyResult(
         ok=not problems,
         events=report.events,

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from mfg.audit import key as audit_key
 from mfg.audit import rules
 from mfg.audit import service as audit_service
-from mfg.audit.ddl import drop_triggers
+from mfg.audit.ddl import append_only, drop_triggers, refuse_replace
 from mfg.study.models import Subject
 from tests.conftest import World, run_cli
 
@@ -113,6 +113,12 @@ def test_every_tampering_is_reported_not_only_the_first(
         conn.execute(text("UPDATE audit_event SET reason = 'rewritten' WHERE id = 3"))
         conn.execute(text("UPDATE subject SET name = 'Someone Else' WHERE id = :id"), {"id": subject.id})
         conn.execute(text("UPDATE site SET name = 'Elsewhere' WHERE id = :id"), {"id": world.other_site.id})
+        # Put the triggers back, as a careful intruder would: only the data is left to give it away.
+        dialect = engine.dialect.name
+        for statement in append_only(dialect, "audit_event") + refuse_replace(
+            dialect, "audit_event", ("id", "hash")
+        ):
+            conn.execute(text(statement))
     code, lines = _verify(database_url, tmp_path)
     assert code == 1
     assert "audit trail BROKEN: 3 problems" in lines
