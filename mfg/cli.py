@@ -348,11 +348,10 @@ def audit_verify() -> None:
     from mfg.audit import key as audit_key
 
     key = audit_key.load_key(audit_key.key_path())
-    _url, engine = _engine()
-    report_verification(engine, key)
+    report_verification(mfg_config.database_url(), key)
 
 
-def report_verification(engine: Engine, key: bytes) -> None:
+def report_verification(url: str, key: bytes) -> None:
     """What `audit verify` (and `restore`, of what it restored) prints: the checkpoints held against, every
     problem and exit 1, or where the head stands against the last checkpoint and the event count."""
     from mfg.audit import key as audit_key
@@ -360,11 +359,7 @@ def report_verification(engine: Engine, key: bytes) -> None:
 
     checkpoint_file = audit_key.checkpoint_path()
     checkpoints, unreadable = audit_key.read_checkpoints(checkpoint_file)
-    session = make_session_factory(engine)()
-    try:
-        result = audit_service.verify(session, key=key, checkpoints=checkpoints)
-    finally:
-        session.close()
+    result = audit_service.verify_database(url, key=key, checkpoints=checkpoints)
     problems = [*unreadable, *result.problems]
     if result.legacy_events:
         click.echo(
@@ -489,4 +484,5 @@ def restore_command(file: Path) -> None:
             _fail(f"cannot upgrade the restored database to this release's migrations: {exc}")
         click.echo("upgraded to the latest migration (the backup was made by an earlier release)")
     _grant_application_role(mfg_config.database_url(), url, engine, click.echo)
-    report_verification(engine, key)
+    engine.dispose()
+    report_verification(url, key)

@@ -332,3 +332,26 @@ def verify(
         legacy_events=report.legacy_events,
         checkpoints=report.checkpoints,
     )
+
+
+def verify_database(
+    url: str, *, key: bytes, checkpoints: Iterable[tuple[int, rules.Checkpoint]] = ()
+) -> VerifyResult:
+    """:func:`verify` of the database at ``url``, in one consistent read-only snapshot: the trail and the
+    tables are compared as of one moment while servers go on writing, and no writer waits for the verifier.
+
+    PostgreSQL: a REPEATABLE READ READ ONLY transaction (READ COMMITTED would show rows committed after the
+    events were read: "no audit trail"). SQLite: a deferred transaction, which in WAL mode reads one snapshot
+    beside the writer (BEGIN IMMEDIATE would hold the write lock for the whole run)."""
+    from mfg.db import make_engine
+
+    engine = make_engine(url, begin="deferred")
+    try:
+        with engine.connect() as connection:
+            if engine.dialect.name == "postgresql":
+                # The transaction's first statement, before any read takes its snapshot.
+                connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            with Session(bind=connection) as session:
+                return verify(session, key=key, checkpoints=checkpoints)
+    finally:
+        engine.dispose()
