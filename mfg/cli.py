@@ -364,11 +364,10 @@ def audit_verify() -> None:
     from mfg.audit import key as audit_key
 
     key = audit_key.load_key(audit_key.key_path())
-    _url, engine = _engine()
-    report_verification(engine, key)
+    report_verification(mfg_config.database_url(), key)
 
 
-def report_verification(engine: Engine, key: bytes) -> None:
+def report_verification(url: str, key: bytes) -> None:
     """What `audit verify` (and `restore`, of what it restored) prints: the checkpoints held against, every
     problem and exit 1, or where the head stands against the last checkpoint and the event count."""
     from mfg.audit import key as audit_key
@@ -376,11 +375,7 @@ def report_verification(engine: Engine, key: bytes) -> None:
 
     checkpoint_file = audit_key.checkpoint_path()
     checkpoints, unreadable = audit_key.read_checkpoints(checkpoint_file)
-    session = make_session_factory(engine)()
-    try:
-        result = audit_service.verify(session, key=key, checkpoints=checkpoints)
-    finally:
-        session.close()
+    result = audit_service.verify_database(url, key=key, checkpoints=checkpoints)
     problems = [*unreadable, *result.problems]
     if result.legacy_events:
         click.echo(
@@ -424,7 +419,9 @@ def audit_checkpoint() -> None:
 
     key = audit_key.load_key(audit_key.key_path())
     checkpoint_file = audit_key.checkpoint_path()
-    checkpoints, _unreadable = audit_key.read_checkpoints(checkpoint_file)
+    checkpoints, unreadable = audit_key.read_checkpoints(checkpoint_file)
+    for problem in unreadable:  # `mfg audit verify` reports them; anchoring the head still makes sense
+        click.echo(f"warning: {problem}", err=True)
     _url, engine = _engine()
     session = make_session_factory(engine)()
     try:
@@ -432,16 +429,25 @@ def audit_checkpoint() -> None:
         if head is None:
             click.echo("the audit trail is empty: nothing to anchor")
             return
-        # Cheap checks, so that a forged head or a truncated chain is never anchored (verify does the rest).
-        if head.hmac is None or head.hmac != rules.event_hmac(key, head.hash):
-            _fail(f"audit event {head.id} (the head) is not keyed with the audit key: run `mfg audit verify`")
-        if checkpoints:
-            _line, last = checkpoints[-1]
-            if audit_service.event_hash_at(session, last.event_id) != last.hash:
-                _fail(
-                    f"the chain no longer holds the last checkpoint's event {last.event_id} ({last.at}): "
-                    "run `mfg audit verify`"
-                )
+        # A genuine head may follow forged events (it links to whatever it followed): every event that no
+        # checkpoint covers yet is checked, links and HMACs, before the head vouches for them.
+        anchors = [
+            c for _line, c in checkpoints if c.hmac == rules.checkpoint_hmac(key, c.event_id, c.hash, c.at)
+        ]
+        last = anchors[-1] if anchors else None
+        if last is not None and audit_service.event_hash_at(session, last.event_id) != last.hash:
+            _fail(
+                f"the chain no longer holds the last checkpoint's event {last.event_id} ({last.at}): "
+                "run `mfg audit verify`"
+            )
+        report = rules.check_chain(
+            audit_service.stored_events(session, after=last.event_id if last else 0),
+            key,
+            after=(last.event_id, last.hash) if last else None,
+        )
+        if report.problems:
+            _event_id, first = min(report.problems, key=lambda p: (p[0] is None, p[0] or 0))
+            _fail(f"{first}: nothing anchored; run `mfg audit verify`")
         checkpoint = rules.make_checkpoint(key, head.id, head.hash, clock.now())
     finally:
         session.close()
@@ -494,4 +500,5 @@ def restore_command(file: Path) -> None:
             _fail(f"cannot upgrade the restored database to this release's migrations: {exc}")
         click.echo("upgraded to the latest migration (the backup was made by an earlier release)")
     _grant_application_role(mfg_config.database_url(), url, engine, click.echo)
-    report_verification(engine, key)
+    engine.dispose()
+    report_verification(url, key)

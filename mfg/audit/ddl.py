@@ -5,6 +5,9 @@ Kept as plain SQL per dialect so a migration states exactly what the database en
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 PG_FUNCTION = """
 CREATE OR REPLACE FUNCTION mfg_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -90,3 +93,85 @@ def drop_triggers(dialect: str, table: str) -> list[str]:
     if dialect == "sqlite":
         return [f"DROP TRIGGER IF EXISTS {name}" for name in names]
     return [f"DROP TRIGGER IF EXISTS {name} ON {table}" for name in names]
+
+
+# --- what the migrations leave in place, for `mfg audit verify` and `mfg restore` to check -------------
+
+# Every table the migrations protect, and how (append-only: reason, the columns REPLACE would clash on).
+# tests/integration/test_audit_schema.py migrates a new database and fails if its triggers differ from these.
+APPEND_ONLY_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "audit_event": ("the audit trail is append-only", ("id", "hash")),
+    "equipment_calibration": ("calibration records are append-only", ("id",)),
+}
+NEVER_DELETED_TABLES: tuple[str, ...] = (
+    # 0001
+    "user_account",
+    "signature",
+    "site",
+    "subject",
+    "container",
+    "container_parent",
+    "din_sequence",
+    # 0002
+    "mbr_version",
+    "workstation",
+    "batch",
+    "step_record",
+    "field_value",
+    "deviation",
+    "line_clearance",
+    "reagent_lot",
+    "equipment",
+    "material_use",
+    "equipment_use",
+    # 0003 .. 0005
+    "label_print",
+    "dose_order",
+    "final_product",
+)
+
+
+def protection(dialect: str) -> list[str]:
+    """Every statement that protects the schema at the latest migration (the function once, then triggers)."""
+    statements: list[str] = []
+    for table, (why, unique_columns) in APPEND_ONLY_TABLES.items():
+        statements += append_only(dialect, table, why) + refuse_replace(dialect, table, unique_columns, why)
+    for table in NEVER_DELETED_TABLES:
+        statements += never_deleted(dialect, table)
+    return list(dict.fromkeys(statements))
+
+
+@dataclass(frozen=True)
+class ExpectedTrigger:
+    name: str
+    table: str
+    sql: str  # as created: SQLite keeps this text verbatim
+    events: frozenset[str]  # INSERT, UPDATE, DELETE, TRUNCATE
+    for_each_row: bool
+
+
+_CREATE_TRIGGER = re.compile(r"CREATE TRIGGER (\w+) BEFORE ([A-Z ]+?) ON (\w+) ")
+
+
+def expected_triggers(dialect: str) -> dict[str, ExpectedTrigger]:
+    """The triggers :func:`protection` creates, by name: derived from the same statements, so the check cannot
+    drift from what the migrations run."""
+    found: dict[str, ExpectedTrigger] = {}
+    for statement in protection(dialect):
+        match = _CREATE_TRIGGER.match(statement)
+        if match is None:
+            continue  # the PostgreSQL function
+        name, events, table = match.groups()
+        found[name] = ExpectedTrigger(
+            name=name,
+            table=table,
+            sql=statement,
+            events=frozenset(events.split(" OR ")),
+            for_each_row=dialect == "sqlite" or "FOR EACH ROW" in statement,
+        )
+    return found
+
+
+def pg_function_body() -> str:
+    """``prosrc`` of the one function the migrations create: the text between its dollar quotes."""
+    return PG_FUNCTION.split("$$")[1]

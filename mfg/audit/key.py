@@ -92,7 +92,13 @@ def read_checkpoints(path: Path) -> tuple[list[tuple[int, rules.Checkpoint]], li
     problems: list[str] = []
     if not path.exists():
         return found, problems
-    for line_no, line in enumerate(_lines(path), start=1):
+    for line_no, raw in enumerate(_lines(path), start=1):
+        # Whoever can write the file can write anything into it: one bad line is one problem, never a crash.
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append(f"checkpoint line {line_no}: not a checkpoint (not UTF-8)")
+            continue
         if not line.strip():
             continue
         try:
@@ -102,8 +108,9 @@ def read_checkpoints(path: Path) -> tuple[list[tuple[int, rules.Checkpoint]], li
     return found, problems
 
 
-def _lines(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8") as f:
+def _lines(path: Path) -> Iterator[bytes]:
+    # Bytes, decoded line by line: text mode would stop at the first invalid byte and lose every later line.
+    with path.open("rb") as f:
         yield from f
 
 

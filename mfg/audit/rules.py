@@ -132,6 +132,9 @@ def parse_checkpoint(line: str) -> Checkpoint:
         )
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"not a checkpoint ({exc.__class__.__name__})") from exc
+    except RecursionError:
+        # Deeply nested JSON exhausts the parser's stack.
+        raise ValueError("not a checkpoint (nested too deeply)") from None
     if not isinstance(checkpoint.event_id, int) or not all(
         isinstance(v, str) for v in (checkpoint.hash, checkpoint.at, checkpoint.hmac)
     ):
@@ -174,6 +177,8 @@ def check_chain(
     events: Iterable[StoredEvent],
     key: bytes,
     checkpoints: Iterable[tuple[int, Checkpoint]] = (),
+    *,
+    after: tuple[int, str] | None = None,
 ) -> ChainReport:
     """Walk the chain in id order and report every problem, not only the first.
 
@@ -182,6 +187,7 @@ def check_chain(
     Events without an HMAC are accepted only before a ``key_introduced`` event that is the chain's first keyed
     event (a trail written before the key existed); anywhere else they are "unkeyed". ``checkpoints`` are
     (line number, checkpoint): the chain must still hold, at each checkpoint's event id, the hash it recorded.
+    ``after`` (event id, hash): ``events`` start after that already-anchored event, instead of at event 1.
     """
     report = ChainReport()
     anchors: dict[int, list[tuple[int, Checkpoint]]] = {}
@@ -196,8 +202,7 @@ def check_chain(
             continue
         anchors.setdefault(checkpoint.event_id, []).append((line_no, checkpoint))
 
-    expected_id = 1
-    previous_hash = GENESIS_HASH
+    expected_id, previous_hash = (after[0] + 1, after[1]) if after else (1, GENESIS_HASH)
     unkeyed: list[int] = []
     keyed_before = False
     last_id = 0

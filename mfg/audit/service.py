@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from mfg import clock
 from mfg.audit import key as audit_key
 from mfg.audit import rules
+from mfg.audit import schema as audit_schema
 from mfg.audit.models import Audited, AuditEvent
 from mfg.db import Base, lock_audit_chain
 from mfg.errors import ValidationRefused
@@ -245,10 +246,18 @@ class VerifyResult:
         return self.problems[0] if self.problems else ""
 
 
-def _stored_events(session: Session, keep: set[Any]) -> Iterator[rules.StoredEvent]:
+def stored_events(
+    session: Session, *, after: int = 0, keep: set[Any] | None = None
+) -> Iterator[rules.StoredEvent]:
+    """The events with ids above ``after``, in id order, as the chain check reads them."""
+    if keep is None:
+        keep = set(session.identity_map.keys())
     # populate_existing: the verifier reads the database, never what this session may have cached.
     rows = session.execute(
-        select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=2000, populate_existing=True)
+        select(AuditEvent)
+        .where(AuditEvent.id > after)
+        .order_by(AuditEvent.id)
+        .execution_options(yield_per=2000, populate_existing=True)
     )
     for (event,) in rows:
         yield rules.StoredEvent(
@@ -283,11 +292,12 @@ def verify(
     checkpoints: Iterable[tuple[int, rules.Checkpoint]] = (),
 ) -> VerifyResult:
     """Recompute the chain and its HMACs (``key``: default the configured audit key), hold it against the
-    ``checkpoints``, then compare every audited row with the state its events say it has. Every problem found
-    is reported, not only the first."""
+    ``checkpoints``, then compare every audited row with the state its events say it has, and check that the
+    schema still protects the trail (:mod:`mfg.audit.schema`). Every problem found is reported, not only the
+    first."""
     keep = set(session.identity_map.keys())
     report = rules.check_chain(
-        _stored_events(session, keep), key if key is not None else audit_key.current_key(), checkpoints
+        stored_events(session, keep=keep), key if key is not None else audit_key.current_key(), checkpoints
     )
     problems = [message for _id, message in report.problems]
     broken_id = next((event_id for event_id, _m in report.problems if event_id is not None), None)
@@ -296,7 +306,7 @@ def verify(
     replayed = rules.replay(
         (
             (e.record.id, e.record.entity_type, e.record.entity_id, json.loads(e.record.changes))
-            for e in _stored_events(session, keep)
+            for e in stored_events(session, keep=keep)
             if e.record.entity_type in models
         ),
         {name: getattr(model, "__audit_added_later__", {}) for name, model in models.items()},
@@ -315,6 +325,8 @@ def verify(
         f"table {table_name} row {entity_id}: is in the audit trail but missing from the table"
         for table_name, entity_id in sorted(set(replayed.fields) - seen)
     )
+    # Last, so the first problem stays the chain's: the schema no longer protecting the data it holds.
+    problems.extend(audit_schema.problems(session.connection()))
     return VerifyResult(
         ok=not problems,
         events=report.events,
@@ -323,3 +335,26 @@ def verify(
         legacy_events=report.legacy_events,
         checkpoints=report.checkpoints,
     )
+
+
+def verify_database(
+    url: str, *, key: bytes, checkpoints: Iterable[tuple[int, rules.Checkpoint]] = ()
+) -> VerifyResult:
+    """:func:`verify` of the database at ``url``, in one consistent read-only snapshot: the trail and the
+    tables are compared as of one moment while servers go on writing, and no writer waits for the verifier.
+
+    PostgreSQL: a REPEATABLE READ READ ONLY transaction (READ COMMITTED would show rows committed after the
+    events were read: "no audit trail"). SQLite: a deferred transaction, which in WAL mode reads one snapshot
+    beside the writer (BEGIN IMMEDIATE would hold the write lock for the whole run)."""
+    from mfg.db import make_engine
+
+    engine = make_engine(url, begin="deferred")
+    try:
+        with engine.connect() as connection:
+            if engine.dialect.name == "postgresql":
+                # The transaction's first statement, before any read takes its snapshot.
+                connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            with Session(bind=connection) as session:
+                return verify(session, key=key, checkpoints=checkpoints)
+    finally:
+        engine.dispose()

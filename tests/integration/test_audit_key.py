@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from mfg.audit import key as audit_key
 from mfg.audit import rules
 from mfg.audit import service as audit_service
-from mfg.audit.ddl import drop_triggers
+from mfg.audit.ddl import append_only, drop_triggers, refuse_replace
 from mfg.study.models import Subject
 from tests.conftest import World, run_cli
 
@@ -113,6 +113,12 @@ def test_every_tampering_is_reported_not_only_the_first(
         conn.execute(text("UPDATE audit_event SET reason = 'rewritten' WHERE id = 3"))
         conn.execute(text("UPDATE subject SET name = 'Someone Else' WHERE id = :id"), {"id": subject.id})
         conn.execute(text("UPDATE site SET name = 'Elsewhere' WHERE id = :id"), {"id": world.other_site.id})
+        # Put the triggers back, as a careful intruder would: only the data is left to give it away.
+        dialect = engine.dialect.name
+        for statement in append_only(dialect, "audit_event") + refuse_replace(
+            dialect, "audit_event", ("id", "hash")
+        ):
+            conn.execute(text(statement))
     code, lines = _verify(database_url, tmp_path)
     assert code == 1
     assert "audit trail BROKEN: 3 problems" in lines
@@ -299,3 +305,47 @@ def test_a_taken_port_is_one_line(database_url: str, subject: Subject, tmp_path:
         result = run_cli(database_url, "serve", "--port", str(port), tmp_path=tmp_path)
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_malformed_checkpoint_line_is_a_problem_not_a_traceback(
+    database_url: str, subject: Subject, tmp_path: Path
+) -> None:
+    checkpoints = tmp_path / "checkpoints.jsonl"
+    _checkpoint(database_url, checkpoints)
+    with checkpoints.open("ab") as f:
+        f.write(b"[" * 100_000 + b"\n")  # deep enough to exhaust the JSON parser's recursion
+        f.write(b'{"event_id": 1, "hash": "\xff\xfe"}\n')  # not UTF-8
+    env = {"MFG_CHECKPOINT_FILE": str(checkpoints)}
+
+    verify = run_cli(database_url, "audit", "verify", env=env)
+    assert verify.returncode == 1 and "Traceback" not in verify.stderr, verify.stderr
+    assert "  checkpoint line 2: not a checkpoint (nested too deeply)" in verify.stdout.splitlines()
+    assert "  checkpoint line 3: not a checkpoint (not UTF-8)" in verify.stdout.splitlines()
+
+    checkpoint = run_cli(database_url, "audit", "checkpoint", env=env)
+    assert checkpoint.returncode == 0 and "Traceback" not in checkpoint.stderr, checkpoint.stderr
+    assert "warning: checkpoint line 2: not a checkpoint (nested too deeply)" in checkpoint.stderr
+
+
+@pytest.mark.parametrize("anchored_first", [False, True])
+def test_checkpoint_refuses_a_chain_with_a_forged_event_behind_a_genuine_head(
+    database_url: str,
+    engine: Engine,
+    session: Session,
+    subject: Subject,
+    tmp_path: Path,
+    anchored_first: bool,
+) -> None:
+    checkpoints = tmp_path / "checkpoints.jsonl"
+    if anchored_first:
+        _checkpoint(database_url, checkpoints)
+    forged = _forge(engine, actor="mallory", entity_type="note", entity_id="1", changes={}, hmac="0" * 64)
+    # A legitimate event follows: the head is keyed with the audit key, and links to the forged event.
+    audit_service.record_event(session, actor="test", action="comment", entity_type="note", entity_id="2")
+    session.commit()
+    before = checkpoints.read_bytes() if anchored_first else b""
+
+    refused = run_cli(database_url, "audit", "checkpoint", env={"MFG_CHECKPOINT_FILE": str(checkpoints)})
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"audit event {forged}: its HMAC does not match" in refused.stderr, refused.stderr
+    assert (checkpoints.read_bytes() if checkpoints.exists() else b"") == before

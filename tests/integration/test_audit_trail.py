@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
 
 import pytest
 from sqlalchemy import Engine, select, text
@@ -180,3 +181,53 @@ def test_two_processes_appending_leave_one_unforked_chain(database_url: str, ses
     result = audit_service.verify(session)
     assert result.ok, result.problem
     assert result.events == 1000
+
+
+def test_verify_reads_one_snapshot_and_lets_writers_commit_meanwhile(
+    database_url: str, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verify pauses between reading the trail and reading the tables while a server adds a site: it must
+    neither block that writer (SQLite) nor see the site without its events (PostgreSQL)."""
+    from mfg.audit import key as audit_key
+    from mfg.audit import rules
+    from mfg.db import session_scope
+    from mfg.study import service as study_service
+
+    paused, resume = threading.Event(), threading.Event()
+    real_replay = rules.replay
+
+    def replay_then_pause(*args):  # type: ignore[no-untyped-def]
+        state = real_replay(*args)
+        paused.set()
+        resume.wait(60)
+        return state
+
+    monkeypatch.setattr(rules, "replay", replay_then_pause)
+    results: list[audit_service.VerifyResult] = []
+    verifier = threading.Thread(
+        target=lambda: results.append(
+            audit_service.verify_database(database_url, key=audit_key.current_key(), checkpoints=())
+        )
+    )
+    verifier.start()
+    assert paused.wait(60)
+
+    def write() -> None:
+        writer = make_engine(database_url)
+        try:
+            with session_scope(make_session_factory(writer)) as session:
+                study_service.create_site(
+                    session, "server", code="NEW", name="New site", kind="clinical", address="Rochester"
+                )
+        finally:
+            writer.dispose()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    writer.join(timeout=10)
+    committed_while_verifying = not writer.is_alive()
+    resume.set()
+    verifier.join(timeout=60)
+    writer.join(timeout=60)
+    assert committed_while_verifying, "verify blocked a writer"
+    assert results and results[0].ok, results[0].problems if results else "verify did not finish"

@@ -25,6 +25,7 @@ from alembic import command
 from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.orm import Session
 
+from mfg.audit import ddl
 from mfg.audit import service as audit_service
 from mfg.audit.ddl import drop_triggers
 from mfg.cli import alembic_config
@@ -287,6 +288,52 @@ def test_a_tampered_backup_restores_as_broken_and_exits_1(
         f"names audit event {head + 1}, but the trail ends at event {head}: truncated" in line
         for line in lines
     ), lines
+
+
+def test_a_backup_without_its_triggers_restores_as_broken_and_exits_1(
+    seeded: str, db_server: DatabaseServer, empty_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """The data verifies; the schema no longer protects it (and PostgreSQL: offers the app a way round)."""
+    dialect = "postgresql" if db_server.is_postgres else "sqlite"
+    expected = ddl.expected_triggers(dialect)
+    tables = sorted({trigger.table for trigger in expected.values()})
+    _checkpoint(seeded, tmp_path)
+    if db_server.is_postgres:
+        engine = make_engine(seeded)
+        try:
+            with engine.begin() as conn:
+                for table in tables:
+                    for statement in drop_triggers(dialect, table):
+                        conn.execute(text(statement))
+                conn.execute(
+                    text(
+                        "CREATE FUNCTION mfg_maintenance(q text) RETURNS void LANGUAGE plpgsql "
+                        "SECURITY DEFINER AS $$ BEGIN EXECUTE q; END $$"
+                    )
+                )
+        finally:
+            engine.dispose()
+        backup = _backup(seeded, tmp_path)
+    else:
+        backup = _backup(seeded, tmp_path)
+        with sqlite3.connect(backup.path) as conn:
+            for table in tables:
+                for statement in drop_triggers(dialect, table):
+                    conn.execute(statement)
+        conn.close()
+
+    result = _cli(empty_database(), tmp_path, "restore", str(backup.path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    extra = 1 if db_server.is_postgres else 0
+    assert f"audit trail BROKEN: {len(expected) + extra} problems" in lines, lines
+    assert any(
+        line.startswith("  trigger audit_event_no_delete on audit_event is missing") for line in lines
+    ) or any(
+        line.startswith("  trigger audit_event_append_only on audit_event is missing") for line in lines
+    ), lines
+    if db_server.is_postgres:
+        assert any(line.startswith("  function mfg_maintenance(q text) is not one") for line in lines), lines
 
 
 def test_a_backup_of_an_extended_chain_holds_its_checkpoint_and_an_older_one_is_found_short(
