@@ -58,6 +58,7 @@ class Batch(Audited, Base):
     preparation of one prescribed dose (division A0, B0, ...). All keep the collection's DIN."""
 
     __tablename__ = "batch"
+    __audit_added_later__ = {"division": "00"}  # 0005: batches from before it are collections
     __table_args__ = (
         CheckConstraint(
             "status IN ('open', 'on_hold', 'rejected', 'cryobanked', 'prepared')", name="status_known"
