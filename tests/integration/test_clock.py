@@ -76,6 +76,7 @@ def test_the_demo_and_the_expired_lot_refusal_at_any_hour(
             consent_date=clock.today(),
         )
         subject: Subject = study_service.enroll_subject(session, users["coord"], study, form, DEMO_PASSWORD)
+        study_service.verify_enrollment(session, users["inv"], DEMO_PASSWORD, subject)
         batch = batches.start_batch(session, users["coord"], subject, study)
         cabinet = session.scalar(select(Workstation).where(Workstation.code == "BSC-02"))
         assert cabinet is not None
