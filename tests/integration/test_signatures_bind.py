@@ -96,8 +96,11 @@ def test_a_value_changed_back_does_not_make_an_invalid_signature_valid_again(
 
 
 def test_the_same_verification_posted_again_is_refused(
-    session: Session, world: World, study: StudyDefinition, subject: Subject
+    session: Session, world: World, study: StudyDefinition
 ) -> None:
+    from tests.conftest import enroll
+
+    subject = enroll(session, world, study, verified=False)
     study_service.verify_enrollment(session, world.users["coordinator2"], PASSWORD, subject)
     session.commit()
     for verifier in ("coordinator2", "investigator"):
@@ -158,7 +161,7 @@ def test_an_enrollment_corrected_and_corrected_back_keeps_its_signatures_invalid
     signatures valid again; a signature binds to the version it signed, for good."""
     from tests.conftest import enroll
 
-    subject = enroll(session, world, study, name="Jordan Example")
+    subject = enroll(session, world, study, name="Jordan Example", verified=False)
     study_service.verify_enrollment(session, world.users["investigator"], PASSWORD, subject)
     session.commit()
     assert all(view.valid for view in identity_service.signatures_for(session, subject))
