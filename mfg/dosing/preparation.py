@@ -62,11 +62,7 @@ def start_preparation(session: Session, user: User, order: DoseOrder, study: Stu
     order_service.require_preparable(session, order)
     subject = session.get(Subject, order.subject_id)
     assert subject is not None
-    collection = session.scalar(
-        select(Batch).where(
-            Batch.subject_id == subject.id, Batch.division == "00", Batch.status == "cryobanked"
-        )
-    )
+    collection = closed_bank(session, subject)
     if collection is None:
         raise ValidationRefused(
             f"{subject.study_subject_id} has no closed cryobank to prepare a dose from",
@@ -101,6 +97,15 @@ def start_preparation(session: Session, user: User, order: DoseOrder, study: Stu
     audit_service.create(session, user.username, batch)
     order_service.mark_in_preparation(session, user.username, order)
     return batch
+
+
+def closed_bank(session: Session, subject: Subject) -> Batch | None:
+    """The subject's collection batch once its cryobank is closed: what doses are prepared from."""
+    return session.scalar(
+        select(Batch).where(
+            Batch.subject_id == subject.id, Batch.division == "00", Batch.status == "cryobanked"
+        )
+    )
 
 
 def require_verified_bank(session: Session, collection: Batch, order: DoseOrder) -> None:
@@ -177,11 +182,7 @@ def require_planned_vials(
     order = order_of(session, batch)
     subject = session.get(Subject, batch.subject_id)
     assert subject is not None
-    collection = session.scalar(
-        select(Batch).where(
-            Batch.subject_id == subject.id, Batch.division == "00", Batch.status == "cryobanked"
-        )
-    )
+    collection = closed_bank(session, subject)
     if collection is not None:
         require_verified_bank(session, collection, order)
     planned = set(bank.bank_status(session, subject, study, order).vials_to_thaw)
@@ -327,6 +328,12 @@ def settle_product(
         )
 
 
+def _as_parsed(rows: Mapping[str, FieldValue]) -> dict[str, ParsedValue]:
+    """A record's current values as the capability reads them at recording: corrections are replayed through
+    the same functions."""
+    return {key: ParsedValue(row.value, row.number) for key, row in rows.items()}
+
+
 def resettle_after_correction(ctx: StepContext, record: StepRecord, field: FieldDef) -> None:
     """A corrected drawn volume or final count changes the dose in the syringe: the product's volume, its
     measured dose (a recomputed value beside the old one, with the reason) and its status follow."""
@@ -336,19 +343,16 @@ def resettle_after_correction(ctx: StepContext, record: StepRecord, field: Field
         return
     corrected = f"{field.label} corrected"
     if ctx.step.role == "fill" and field.plan in PLANNED_VOLUMES:
-        fill = {
-            key: ParsedValue(row.value, row.number) for key, row in current_values(session, record).items()
-        }
-        volume = syringe_volume(fill, ctx.step.fields, study.dosing.overage_ml)
+        volume = syringe_volume(
+            _as_parsed(current_values(session, record)), ctx.step.fields, study.dosing.overage_ml
+        )
         audit_service.update(session, ctx.user.username, product, reason=corrected, final_volume_ml=volume)
     final_step = batch_mbr(session, batch).step_for_role("final_count")
     final = latest_record(session, batch, final_step.key) if final_step is not None else None
     if final is None or product.delivered_cells is None:
         return
     rows = current_values(session, final)
-    concentration = final_concentration(
-        {key: ParsedValue(row.value, row.number) for key, row in rows.items()}, study.dosing.max_count_cv
-    )
+    concentration = final_concentration(_as_parsed(rows), study.dosing.max_count_cv)
     delivered = concentration * product.final_volume_ml
     computed = next((f for f in final_step.fields if f.computes == "delivered_dose"), None)  # type: ignore[union-attr]
     old = rows.get(computed.key) if computed is not None else None
