@@ -82,8 +82,9 @@ def prepare(url: str, *, notes_to_stderr: bool = False) -> None:
             )
     if audit_key.create_key_file(path):
         note(f"audit key created at {path} (mode 0600): back it up, away from the database backups")
-    audit_key.use_key(audit_key.load_key(path))
-    _require_the_trails_key(engine, path)
+    key = audit_key.load_key(path)
+    audit_key.use_key(key)
+    _require_the_trails_key(engine, path, key)
     with session_scope(make_session_factory(engine)) as session:
         covered = audit_service.introduce_key(session, _actor())
         drafts = [f"{v.code} v{v.version}" for v in versions.register_packaged(session, _actor())]
@@ -93,13 +94,12 @@ def prepare(url: str, *, notes_to_stderr: bool = False) -> None:
         note(f"master batch record {draft} registered as a draft: QA approves it before use")
 
 
-def _require_the_trails_key(engine: Engine, path: Path) -> None:
+def _require_the_trails_key(engine: Engine, path: Path, key: bytes) -> None:
     """Nothing is written under a key that did not write the trail (another facility's, a new one)."""
-    from mfg.audit import key as audit_key
     from mfg.audit import service as audit_service
 
     with make_session_factory(engine)() as session:
-        problem = audit_service.key_problem(session, audit_key.load_key(path))
+        problem = audit_service.key_problem(session, key)
     if problem:
         _fail(f"the audit key at {path} is not this database's: {problem}; put the right key back")
 
@@ -190,7 +190,8 @@ def serve(host: str, port: int, threads: int, demo: bool) -> None:
     else:
         from mfg.audit import key as audit_key
 
-        _require_the_trails_key(engine, audit_key.key_path())
+        path = audit_key.key_path()
+        _require_the_trails_key(engine, path, audit_key.load_key(path))
     _warn_of_excess_rights(engine)
     app = create_app()
     click.echo(f"MFG terminal on http://{host}:{port}/  (Ctrl+C stops it)")
